@@ -1,0 +1,228 @@
+#include "runtime/migrations.hpp"
+
+#include "runtime/pg/connection.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <sstream>
+
+namespace spool {
+
+namespace {
+
+/// Advisory lock key shared by every Spool migrator ("spool" + "mig").
+constexpr int64_t migration_lock_key = 0x73706f6f6c6d6967;
+
+} // namespace
+
+std::vector<migration> parse_migrations(
+  const std::vector<std::pair<std::string, std::string>>& files) {
+  static const std::regex pattern{R"(^(\d{4})_([a-z0-9_]+)\.(up|down)\.sql$)"};
+  std::map<int64_t, migration> by_version;
+  for (auto& [file, content] : files) {
+    std::smatch m;
+    if (!std::regex_match(file, m, pattern))
+      throw migration_error("migration file " + file
+                            + ": name must look like NNNN_name.up.sql or "
+                              "NNNN_name.down.sql");
+    auto version = std::stoll(m[1].str());
+    auto& mig = by_version[version];
+    if (!mig.name.empty() && mig.name != m[2].str())
+      throw migration_error("migration file " + file + ": version "
+                            + m[1].str() + " is already used by "
+                            + mig.name);
+    mig.version = version;
+    mig.name = m[2].str();
+    if (m[3] == "up") {
+      mig.up_file = file;
+      mig.up_sql = content;
+    } else {
+      mig.down_file = file;
+      mig.down_sql = content;
+    }
+  }
+  std::vector<migration> out;
+  for (auto& [version, mig] : by_version) {
+    if (mig.up_file.empty())
+      throw migration_error("migration " + mig.down_file
+                            + " has no matching .up.sql");
+    out.push_back(std::move(mig));
+  }
+  return out;
+}
+
+std::vector<migration> builtin_migrations() {
+  std::vector<std::pair<std::string, std::string>> files;
+  for (auto& f : embedded_migrations())
+    files.emplace_back(f.name, f.content);
+  return parse_migrations(files);
+}
+
+std::vector<migration> load_migrations(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec))
+    throw migration_error("migrations directory " + dir + " does not exist");
+  std::vector<std::pair<std::string, std::string>> files;
+  for (auto& entry : fs::directory_iterator(dir)) {
+    auto name = entry.path().filename().string();
+    if (entry.path().extension() != ".sql")
+      continue;
+    std::ifstream in{entry.path(), std::ios::binary};
+    std::stringstream buf;
+    buf << in.rdbuf();
+    files.emplace_back(name, buf.str());
+  }
+  return parse_migrations(files);
+}
+
+migrator::migrator(pg::connection& conn, std::vector<migration> set)
+  : conn_(conn), set_(std::move(set)) {
+}
+
+template <class F>
+auto migrator::locked(F&& fn) {
+  // A session-level lock: held across the per-migration transactions.
+  conn_.query("SELECT pg_advisory_lock($1)", migration_lock_key);
+  struct unlock {
+    pg::connection& c;
+    ~unlock() {
+      try {
+        if (c.ok())
+          c.query("SELECT pg_advisory_unlock($1)", migration_lock_key);
+      } catch (...) {
+      }
+    }
+  } guard{conn_};
+  ensure_table();
+  return fn();
+}
+
+void migrator::ensure_table() {
+  conn_.exec_script(R"sql(
+    CREATE TABLE IF NOT EXISTS spool_schema_migrations (
+      version    BIGINT PRIMARY KEY,
+      name       TEXT NOT NULL,
+      checksum   TEXT NOT NULL,
+      applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    ))sql",
+                    "creating spool_schema_migrations");
+}
+
+std::vector<migrator::applied_row> migrator::applied() {
+  auto res = conn_.exec(
+    "SELECT version, checksum, to_char(applied_at AT TIME ZONE 'UTC', "
+    "'YYYY-MM-DD HH24:MI:SS') FROM spool_schema_migrations ORDER BY version",
+    {}, "reading applied migrations");
+  std::vector<applied_row> out;
+  for (int i = 0; i < res.rows(); ++i)
+    out.push_back({res.i64(i, 0), res.str(i, 1), res.str(i, 2) + " UTC"});
+  return out;
+}
+
+std::string migrator::checksum(const std::string& sql) {
+  // The server computes it: no hashing code of our own to get wrong.
+  auto res = conn_.query("SELECT encode(sha256(convert_to($1, 'UTF8')), 'hex')", sql);
+  return res.str(0, 0);
+}
+
+void migrator::verify_unchanged(const std::vector<applied_row>& rows) {
+  for (auto& row : rows) {
+    auto i = std::find_if(set_.begin(), set_.end(),
+                          [&](auto& m) { return m.version == row.version; });
+    if (i == set_.end())
+      continue; // applied by a newer binary: leave it alone
+    if (checksum(i->up_sql) != row.checksum)
+      throw migration_error("migration " + i->up_file
+                            + " was changed after it was applied; released "
+                              "migrations must not be edited (add a new one)");
+  }
+}
+
+std::vector<int64_t> migrator::up(std::optional<int64_t> to) {
+  return locked([&] {
+    auto rows = applied();
+    verify_unchanged(rows);
+    std::vector<int64_t> done;
+    for (auto& mig : set_) {
+      if (to && mig.version > *to)
+        break;
+      bool is_applied = std::any_of(rows.begin(), rows.end(), [&](auto& r) {
+        return r.version == mig.version;
+      });
+      if (is_applied)
+        continue;
+      auto sum = checksum(mig.up_sql);
+      try {
+        pg::transaction(conn_, [&](pg::connection& c) {
+          c.exec_script(mig.up_sql);
+          c.query("INSERT INTO spool_schema_migrations (version, name, checksum) "
+                  "VALUES ($1, $2, $3)",
+                  mig.version, mig.name, sum);
+        });
+      } catch (const pg::error& e) {
+        throw migration_error("migration " + mig.up_file
+                              + " failed and was rolled back: " + e.what());
+      }
+      spdlog::info("applied migration {}", mig.up_file);
+      done.push_back(mig.version);
+    }
+    return done;
+  });
+}
+
+std::vector<int64_t> migrator::down(int64_t steps) {
+  return locked([&] {
+    auto rows = applied();
+    std::vector<int64_t> done;
+    for (auto r = rows.rbegin(); r != rows.rend() && steps > 0; ++r, --steps) {
+      auto i = std::find_if(set_.begin(), set_.end(),
+                            [&](auto& m) { return m.version == r->version; });
+      if (i == set_.end())
+        throw migration_error("applied migration version "
+                              + std::to_string(r->version)
+                              + " is unknown to this binary; cannot revert it");
+      if (i->down_file.empty())
+        throw migration_error("migration " + i->up_file
+                              + " has no .down.sql; cannot revert it");
+      try {
+        pg::transaction(conn_, [&](pg::connection& c) {
+          c.exec_script(i->down_sql);
+          c.query("DELETE FROM spool_schema_migrations WHERE version = $1",
+                  i->version);
+        });
+      } catch (const pg::error& e) {
+        throw migration_error("migration " + i->down_file
+                              + " failed and was rolled back: " + e.what());
+      }
+      spdlog::info("reverted migration {}", i->down_file);
+      done.push_back(i->version);
+    }
+    return done;
+  });
+}
+
+std::vector<migration_status> migrator::status() {
+  return locked([&] {
+    auto rows = applied();
+    std::vector<migration_status> out;
+    for (auto& mig : set_) {
+      migration_status st{mig.version, mig.name, false, std::nullopt, false};
+      for (auto& r : rows)
+        if (r.version == mig.version) {
+          st.applied = true;
+          st.applied_at = r.applied_at;
+          st.changed = checksum(mig.up_sql) != r.checksum;
+        }
+      out.push_back(std::move(st));
+    }
+    return out;
+  });
+}
+
+} // namespace spool

@@ -1,0 +1,369 @@
+#include "runtime/pg/connection.hpp"
+
+#include <libpq-fe.h>
+#include <poll.h>
+
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <utility>
+
+namespace spool::pg {
+
+// -- parameters ------------------------------------------------------------------
+
+param to_param(double x) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.17g", x);
+  return std::string{buf};
+}
+
+namespace {
+
+void append_quoted(std::string& out, std::string_view s) {
+  out += '"';
+  for (char c : s) {
+    if (c == '"' || c == '\\')
+      out += '\\';
+    out += c;
+  }
+  out += '"';
+}
+
+} // namespace
+
+std::string array_literal(const std::vector<int64_t>& xs) {
+  std::string out = "{";
+  for (size_t i = 0; i < xs.size(); ++i) {
+    if (i)
+      out += ',';
+    out += std::to_string(xs[i]);
+  }
+  return out + "}";
+}
+
+std::string array_literal(const std::vector<double>& xs) {
+  std::string out = "{";
+  for (size_t i = 0; i < xs.size(); ++i) {
+    if (i)
+      out += ',';
+    out += *to_param(xs[i]);
+  }
+  return out + "}";
+}
+
+std::string array_literal(const std::vector<std::string>& xs) {
+  std::string out = "{";
+  for (size_t i = 0; i < xs.size(); ++i) {
+    if (i)
+      out += ',';
+    append_quoted(out, xs[i]);
+  }
+  return out + "}";
+}
+
+std::string array_literal(const std::vector<std::optional<std::string>>& xs) {
+  std::string out = "{";
+  for (size_t i = 0; i < xs.size(); ++i) {
+    if (i)
+      out += ',';
+    if (xs[i])
+      append_quoted(out, *xs[i]);
+    else
+      out += "NULL";
+  }
+  return out + "}";
+}
+
+std::string quote_ident(std::string_view name) {
+  std::string out = "\"";
+  for (char c : name) {
+    if (c == '"')
+      out += '"';
+    out += c;
+  }
+  return out + "\"";
+}
+
+// -- result ----------------------------------------------------------------------
+
+result::result(pg_result* res) : res_(res, &PQclear) {
+}
+
+int result::rows() const noexcept {
+  return res_ ? PQntuples(res_.get()) : 0;
+}
+
+int result::columns() const noexcept {
+  return res_ ? PQnfields(res_.get()) : 0;
+}
+
+int64_t result::affected() const {
+  const char* s = res_ ? PQcmdTuples(res_.get()) : "";
+  int64_t n = 0;
+  std::from_chars(s, s + std::strlen(s), n);
+  return n;
+}
+
+int result::column(std::string_view name) const {
+  int n = columns();
+  for (int i = 0; i < n; ++i)
+    if (name == PQfname(res_.get(), i))
+      return i;
+  throw error("reading result", "no column named " + std::string{name});
+}
+
+bool result::is_null(int row, int col) const {
+  return PQgetisnull(res_.get(), row, col) != 0;
+}
+
+std::string_view result::text(int row, int col) const {
+  return {PQgetvalue(res_.get(), row, col),
+          static_cast<size_t>(PQgetlength(res_.get(), row, col))};
+}
+
+int64_t result::i64(int row, int col) const {
+  auto s = text(row, col);
+  int64_t n = 0;
+  auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
+  if (ec != std::errc{} || ptr != s.data() + s.size())
+    throw error("reading result",
+                "column " + std::string{PQfname(res_.get(), col)}
+                  + " is not an integer: '" + std::string{s} + "'");
+  return n;
+}
+
+double result::f64(int row, int col) const {
+  std::string s{text(row, col)};
+  char* end = nullptr;
+  double x = std::strtod(s.c_str(), &end);
+  if (s.empty() || end != s.c_str() + s.size())
+    throw error("reading result",
+                "column " + std::string{PQfname(res_.get(), col)}
+                  + " is not a number: '" + s + "'");
+  return x;
+}
+
+bool result::boolean(int row, int col) const {
+  return text(row, col) == "t";
+}
+
+std::optional<std::string> result::opt_str(int row, int col) const {
+  if (is_null(row, col))
+    return std::nullopt;
+  return str(row, col);
+}
+
+std::optional<int64_t> result::opt_i64(int row, int col) const {
+  if (is_null(row, col))
+    return std::nullopt;
+  return i64(row, col);
+}
+
+std::optional<double> result::opt_f64(int row, int col) const {
+  if (is_null(row, col))
+    return std::nullopt;
+  return f64(row, col);
+}
+
+// -- connection ------------------------------------------------------------------
+
+connection::connection(std::string url, std::chrono::seconds connect_timeout)
+  : url_(std::move(url)), connect_timeout_(connect_timeout) {
+  connect();
+}
+
+connection::~connection() {
+  if (conn_)
+    PQfinish(conn_);
+}
+
+connection::connection(connection&& other) noexcept
+  : url_(std::move(other.url_)),
+    connect_timeout_(other.connect_timeout_),
+    conn_(std::exchange(other.conn_, nullptr)),
+    prepared_(std::move(other.prepared_)) {
+}
+
+connection& connection::operator=(connection&& other) noexcept {
+  if (this != &other) {
+    if (conn_)
+      PQfinish(conn_);
+    url_ = std::move(other.url_);
+    connect_timeout_ = other.connect_timeout_;
+    conn_ = std::exchange(other.conn_, nullptr);
+    prepared_ = std::move(other.prepared_);
+  }
+  return *this;
+}
+
+void connection::connect() {
+  // connect_timeout is passed as a separate keyword so URLs, keyword strings
+  // and PG* environment variables all keep working.
+  auto timeout = std::to_string(connect_timeout_.count());
+  const char* keys[] = {"dbname", "connect_timeout", "application_name", nullptr};
+  const char* vals[] = {url_.c_str(), timeout.c_str(), "spool", nullptr};
+  if (conn_)
+    PQfinish(conn_);
+  prepared_.clear();
+  conn_ = PQconnectdbParams(keys, vals, /*expand_dbname=*/1);
+  if (conn_ == nullptr)
+    throw error("connecting to " + redact_url(url_), "out of memory", {}, true);
+  if (PQstatus(conn_) != CONNECTION_OK) {
+    std::string msg = PQerrorMessage(conn_);
+    PQfinish(conn_);
+    conn_ = nullptr;
+    // libpq's message may span lines ("connection to server ... failed: ...").
+    for (auto& c : msg)
+      if (c == '\n')
+        c = ' ';
+    throw error("cannot connect to " + redact_url(url_), msg, {}, true);
+  }
+  // Notices (e.g. "relation already exists, skipping") are not errors.
+  PQsetNoticeProcessor(conn_, [](void*, const char*) {}, nullptr);
+}
+
+void connection::reconnect() {
+  connect();
+}
+
+bool connection::ok() const noexcept {
+  return conn_ != nullptr && PQstatus(conn_) == CONNECTION_OK;
+}
+
+int connection::socket() const noexcept {
+  return conn_ ? PQsocket(conn_) : -1;
+}
+
+bool connection::healthy() {
+  if (!ok())
+    return false;
+  pollfd pfd{PQsocket(conn_), POLLIN, 0};
+  if (::poll(&pfd, 1, 0) > 0) {
+    // An idle connection only receives notices, notifications, or the
+    // server's goodbye (admin shutdown, then EOF).
+    if (PQconsumeInput(conn_) == 0)
+      return false;
+  }
+  return PQstatus(conn_) == CONNECTION_OK
+         && PQtransactionStatus(conn_) == PQTRANS_IDLE;
+}
+
+void connection::raise(pg_result* res, std::string_view context) {
+  std::string sqlstate;
+  std::string msg;
+  if (res) {
+    if (auto s = PQresultErrorField(res, PG_DIAG_SQLSTATE))
+      sqlstate = s;
+    msg = PQresultErrorMessage(res);
+    PQclear(res);
+  }
+  if (msg.empty() && conn_)
+    msg = PQerrorMessage(conn_);
+  bool lost = conn_ == nullptr || PQstatus(conn_) != CONNECTION_OK;
+  if (msg.empty())
+    msg = "unknown error";
+  // Keep the first line: the DETAIL/HINT lines follow it.
+  while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' '))
+    msg.pop_back();
+  if (msg.rfind("ERROR:  ", 0) == 0)
+    msg.erase(0, 8);
+  throw error(std::string{context}, msg, sqlstate, lost);
+}
+
+namespace {
+
+struct param_arrays {
+  std::vector<const char*> values;
+  explicit param_arrays(const params& ps) {
+    values.reserve(ps.size());
+    for (auto& p : ps)
+      values.push_back(p ? p->c_str() : nullptr);
+  }
+};
+
+bool succeeded(pg_result* res) {
+  auto st = PQresultStatus(res);
+  return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+}
+
+} // namespace
+
+result connection::exec(std::string_view sql, const params& ps,
+                        std::string_view context) {
+  if (!conn_)
+    throw error(std::string{context}, "not connected", {}, true);
+  std::string text{sql};
+  param_arrays pa{ps};
+  auto res = PQexecParams(conn_, text.c_str(), static_cast<int>(ps.size()),
+                          nullptr, pa.values.data(), nullptr, nullptr, 0);
+  if (res == nullptr || !succeeded(res))
+    raise(res, context);
+  return result{res};
+}
+
+result connection::exec_prepared(std::string_view sql, const params& ps,
+                                 std::string_view context) {
+  if (!conn_)
+    throw error(std::string{context}, "not connected", {}, true);
+  std::string text{sql};
+  auto i = prepared_.find(text);
+  if (i == prepared_.end()) {
+    auto name = "spool_" + std::to_string(prepared_.size());
+    auto res = PQprepare(conn_, name.c_str(), text.c_str(),
+                         static_cast<int>(ps.size()), nullptr);
+    if (res == nullptr || !succeeded(res))
+      raise(res, context);
+    PQclear(res);
+    i = prepared_.emplace(std::move(text), std::move(name)).first;
+  }
+  param_arrays pa{ps};
+  auto res = PQexecPrepared(conn_, i->second.c_str(), static_cast<int>(ps.size()),
+                            pa.values.data(), nullptr, nullptr, 0);
+  if (res == nullptr || !succeeded(res))
+    raise(res, context);
+  return result{res};
+}
+
+void connection::exec_script(std::string_view sql, std::string_view context) {
+  if (!conn_)
+    throw error(std::string{context}, "not connected", {}, true);
+  std::string text{sql};
+  auto res = PQexec(conn_, text.c_str());
+  if (res == nullptr || !succeeded(res))
+    raise(res, context);
+  PQclear(res);
+  // A multi-statement script may leave further results queued.
+  while (auto more = PQgetResult(conn_)) {
+    if (!succeeded(more))
+      raise(more, context);
+    PQclear(more);
+  }
+}
+
+void connection::listen(std::string_view channel) {
+  exec("LISTEN " + quote_ident(channel), {}, "subscribing to notifications");
+}
+
+std::vector<connection::notification> connection::drain_notifications() {
+  std::vector<notification> out;
+  if (!conn_)
+    return out;
+  if (PQconsumeInput(conn_) == 0)
+    throw error("reading notifications", PQerrorMessage(conn_), {}, true);
+  while (PGnotify* n = PQnotifies(conn_)) {
+    out.push_back({n->relname, n->extra ? n->extra : ""});
+    PQfreemem(n);
+  }
+  return out;
+}
+
+bool connection::wait_readable(std::chrono::milliseconds timeout) {
+  if (!conn_)
+    return false;
+  pollfd pfd{PQsocket(conn_), POLLIN, 0};
+  return ::poll(&pfd, 1, static_cast<int>(timeout.count())) > 0;
+}
+
+} // namespace spool::pg

@@ -1,0 +1,171 @@
+#pragma once
+// A RAII libpq connection. Every value travels as a bound parameter; the only
+// unparameterized entry point, exec_script(), is for static SQL (migrations).
+
+#include "runtime/pg/error.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+struct pg_conn;
+struct pg_result;
+
+namespace spool::pg {
+
+/// One bound parameter in text format; nullopt is SQL NULL.
+using param = std::optional<std::string>;
+using params = std::vector<param>;
+
+// -- parameter conversion ----------------------------------------------------
+
+inline param to_param(std::nullptr_t) { return std::nullopt; }
+inline param to_param(const std::string& x) { return x; }
+inline param to_param(std::string_view x) { return std::string{x}; }
+inline param to_param(const char* x) { return std::string{x}; }
+inline param to_param(bool x) { return std::string{x ? "t" : "f"}; }
+inline param to_param(const param& x) { return x; }
+param to_param(double x);
+template <class T>
+  requires std::is_integral_v<T>
+param to_param(T x) {
+  return std::to_string(x);
+}
+template <class T>
+param to_param(const std::optional<T>& x) {
+  return x ? to_param(*x) : std::nullopt;
+}
+
+/// A PostgreSQL array literal ("{1,2,3}") for binding as one parameter.
+std::string array_literal(const std::vector<int64_t>& xs);
+std::string array_literal(const std::vector<std::string>& xs);
+std::string array_literal(const std::vector<double>& xs);
+std::string array_literal(const std::vector<std::optional<std::string>>& xs);
+
+// -- results -----------------------------------------------------------------
+
+/// The rows of one statement. Values are read as text and converted.
+class result {
+public:
+  result() = default;
+  explicit result(pg_result* res);
+
+  int rows() const noexcept;
+  int columns() const noexcept;
+  /// Number of rows an INSERT/UPDATE/DELETE touched.
+  int64_t affected() const;
+  int column(std::string_view name) const; // throws if absent
+
+  bool is_null(int row, int col) const;
+  std::string_view text(int row, int col) const;
+  std::string str(int row, int col) const { return std::string{text(row, col)}; }
+  int64_t i64(int row, int col) const;
+  double f64(int row, int col) const;
+  bool boolean(int row, int col) const;
+  std::optional<std::string> opt_str(int row, int col) const;
+  std::optional<int64_t> opt_i64(int row, int col) const;
+  std::optional<double> opt_f64(int row, int col) const;
+
+  std::string_view text(int row, std::string_view col) const {
+    return text(row, column(col));
+  }
+
+private:
+  std::shared_ptr<pg_result> res_;
+};
+
+// -- connection ----------------------------------------------------------------
+
+class connection {
+public:
+  /// Connects; throws pg::error (naming the redacted URL) when that fails.
+  explicit connection(std::string url,
+                      std::chrono::seconds connect_timeout = std::chrono::seconds{10});
+  ~connection();
+  connection(const connection&) = delete;
+  connection& operator=(const connection&) = delete;
+  connection(connection&&) noexcept;
+  connection& operator=(connection&&) noexcept;
+
+  /// Runs one parameterized statement and returns its rows.
+  result exec(std::string_view sql, const params& ps = {},
+              std::string_view context = {});
+
+  template <class... Ts>
+  result query(std::string_view sql, const Ts&... xs) {
+    return exec(sql, params{to_param(xs)...});
+  }
+
+  /// Like exec(), but prepares the statement once per connection and reuses it.
+  result exec_prepared(std::string_view sql, const params& ps = {},
+                       std::string_view context = {});
+
+  /// Runs a script of static SQL statements (no values): migrations only.
+  void exec_script(std::string_view sql, std::string_view context = {});
+
+  /// False once the connection broke; reconnect() makes a new one.
+  bool ok() const noexcept;
+  /// Cheap liveness check without a round trip: reads whatever the server
+  /// sent while idle (an admin shutdown, EOF) and reports the state.
+  bool healthy();
+  void reconnect();
+
+  const std::string& url() const noexcept { return url_; }
+  int socket() const noexcept;
+  pg_conn* native() const noexcept { return conn_; }
+
+  // -- LISTEN/NOTIFY --
+  void listen(std::string_view channel);
+  struct notification {
+    std::string channel;
+    std::string payload;
+  };
+  /// Reads available input; returns the notifications received so far.
+  std::vector<notification> drain_notifications();
+  /// Blocks up to `timeout` for input on the socket; true if some arrived.
+  bool wait_readable(std::chrono::milliseconds timeout);
+
+private:
+  void connect();
+  [[noreturn]] void raise(pg_result* res, std::string_view context);
+
+  std::string url_;
+  std::chrono::seconds connect_timeout_;
+  pg_conn* conn_ = nullptr;
+  std::unordered_map<std::string, std::string> prepared_;
+};
+
+/// Runs `fn(conn)` inside BEGIN/COMMIT, rolling back on any exception.
+template <class F>
+auto transaction(connection& conn, F&& fn) {
+  conn.exec("BEGIN");
+  try {
+    if constexpr (std::is_void_v<decltype(fn(conn))>) {
+      fn(conn);
+      conn.exec("COMMIT");
+    } else {
+      auto out = fn(conn);
+      conn.exec("COMMIT");
+      return out;
+    }
+  } catch (...) {
+    if (conn.ok()) {
+      try {
+        conn.exec("ROLLBACK");
+      } catch (...) {
+      }
+    }
+    throw;
+  }
+}
+
+/// Quotes an identifier (database name) for the few statements that cannot
+/// take parameters, such as CREATE DATABASE.
+std::string quote_ident(std::string_view name);
+
+} // namespace spool::pg
