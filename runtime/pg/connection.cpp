@@ -239,15 +239,20 @@ int connection::socket() const noexcept {
 bool connection::healthy() {
   if (!ok())
     return false;
+  if (PQtransactionStatus(conn_) != PQTRANS_IDLE)
+    return false;
   pollfd pfd{PQsocket(conn_), POLLIN, 0};
-  if (::poll(&pfd, 1, 0) > 0) {
-    // An idle connection only receives notices, notifications, or the
-    // server's goodbye (admin shutdown, then EOF).
-    if (PQconsumeInput(conn_) == 0)
-      return false;
+  if (::poll(&pfd, 1, 0) == 0)
+    return true;
+  // An idle connection that is not listening receives nothing but the
+  // server's goodbye (admin shutdown, then EOF): anything else is suspect.
+  if (PQconsumeInput(conn_) == 0)
+    return false;
+  if (PGnotify* n = PQnotifies(conn_)) {
+    PQfreemem(n);
+    return PQstatus(conn_) == CONNECTION_OK;
   }
-  return PQstatus(conn_) == CONNECTION_OK
-         && PQtransactionStatus(conn_) == PQTRANS_IDLE;
+  return false;
 }
 
 void connection::raise(pg_result* res, std::string_view context) {

@@ -32,11 +32,12 @@ std::string redact_url(const std::string& url) {
   static const std::regex url_password{R"(^([a-z]+://[^:/@]*):[^@]*@)"};
   // keyword form: password=secret or password='se cret'
   static const std::regex kw_password{R"(password\s*=\s*('[^']*'|\S+))"};
-  auto out = std::regex_replace(url, url_password, "$1:***@");
-  out = std::regex_replace(out, kw_password, "password=***");
   // query parameter form: ?password=secret
   static const std::regex query_password{R"(([?&]password=)[^&]*)"};
-  return std::regex_replace(out, query_password, "$1***");
+  if (url.find("://") != std::string::npos)
+    return std::regex_replace(std::regex_replace(url, url_password, "$1:***@"),
+                              query_password, "$1***");
+  return std::regex_replace(url, kw_password, "password=***");
 }
 
 } // namespace spool::pg

@@ -1,0 +1,396 @@
+#pragma once
+// Spool's configuration: plain structs for an immutable snapshot, a registry
+// of typed properties that both parses and documents the JSON file, and a
+// whole-file validator that reports every problem with its path.
+//
+// The format is documented in config/README.md. Every key is declared once
+// in the registry (config.cpp) with its type, default, bounds, whether a
+// change needs a restart, and a one-line description; `describe()` lists
+// them. Defaults are also the member initializers below, so that tests can
+// build a snapshot directly; a test keeps the two in agreement.
+//
+// Pure logic: no CAF, no database, no I/O beyond `load_file`.
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "runtime/config/dag.hpp"
+#include "runtime/outcome.hpp"
+
+namespace spool::config {
+
+// -- duration helpers ---------------------------------------------------------
+
+/// Converts seconds to milliseconds, rounded to the nearest millisecond.
+/// Negative and NaN give 0; values too large for the type saturate.
+std::chrono::milliseconds to_duration(double seconds) noexcept;
+
+// -- worker -------------------------------------------------------------------
+
+/// Settings of one worker process ("worker" in the file). All live.
+struct worker_config {
+  /// Period of the lease extension and of the heartbeat log line. > 0.
+  /// Defaults to 5 s.
+  double heartbeat_interval_s = 5;
+  /// Lease granted on claim and on every heartbeat. Must exceed
+  /// heartbeat_interval_s. Defaults to 30 s.
+  double lease_s = 30;
+  /// Maximum number of stage runs claimed by one statement. 1..10000.
+  /// Defaults to 100.
+  int claim_batch_limit = 100;
+  /// Time running work gets to finish on shutdown before it is cancelled.
+  /// >= 0. Defaults to 30 s.
+  double shutdown_grace_s = 30;
+  /// Period of the rescuer that returns runs with expired leases. > 0.
+  /// Defaults to 15 s.
+  double rescue_interval_s = 15;
+  /// Period of the stuck-job sweep. > 0. Defaults to 3600 s.
+  double stuck_sweep_interval_s = 3600;
+  /// Time past a run's timeout before the sweep treats it as stuck. >= 0.
+  /// Defaults to 300 s.
+  double stuck_margin_s = 300;
+  /// Backstop poll period when no NOTIFY arrives. > 0. Defaults to 1 s.
+  double idle_poll_s = 1;
+  /// Period of the progress log line. > 0. Defaults to 30 s.
+  double progress_log_interval_s = 30;
+
+  std::chrono::milliseconds heartbeat_interval() const noexcept {
+    return to_duration(heartbeat_interval_s);
+  }
+  std::chrono::milliseconds lease() const noexcept {
+    return to_duration(lease_s);
+  }
+  std::chrono::milliseconds shutdown_grace() const noexcept {
+    return to_duration(shutdown_grace_s);
+  }
+  std::chrono::milliseconds rescue_interval() const noexcept {
+    return to_duration(rescue_interval_s);
+  }
+  std::chrono::milliseconds stuck_sweep_interval() const noexcept {
+    return to_duration(stuck_sweep_interval_s);
+  }
+  std::chrono::milliseconds stuck_margin() const noexcept {
+    return to_duration(stuck_margin_s);
+  }
+  std::chrono::milliseconds idle_poll() const noexcept {
+    return to_duration(idle_poll_s);
+  }
+  std::chrono::milliseconds progress_log_interval() const noexcept {
+    return to_duration(progress_log_interval_s);
+  }
+
+  bool operator==(const worker_config&) const = default;
+};
+
+// -- retry policy -------------------------------------------------------------
+
+/// How a stage retries failed runs ("retry" in a stage). See retry.hpp for
+/// the decision function.
+struct retry_policy {
+  /// Counted failures tolerated before the run fails: 3 means up to 4
+  /// attempts. 0..100. Defaults to 3.
+  int max_retries = 3;
+  /// Backoff after the first counted failure, in seconds. >= 0. Also the
+  /// snooze for a rate-limited error that names no Retry-After.
+  /// Defaults to 5.
+  double base_s = 5;
+  /// Growth of the backoff per counted failure. >= 1. Defaults to 3.
+  double factor = 3;
+  /// Random spread of each backoff as a fraction (0.2 = +-20 %). 0..1.
+  /// Defaults to 0.2.
+  double jitter = 0.2;
+  /// Upper bound of a backoff, jitter included, in seconds. >= 0.
+  /// Defaults to 3600.
+  double max_delay_s = 3600;
+
+  bool operator==(const retry_policy&) const = default;
+};
+
+// -- executors ----------------------------------------------------------------
+
+/// Which executor runs a stage.
+enum class executor_kind {
+  simulate, // seeded fake work: latency, injected errors, cost
+  command,  // a program: job JSON on stdin, result JSON on stdout
+};
+
+/// Returns "simulate" or "command".
+std::string_view to_string(executor_kind k) noexcept;
+
+/// The shape of simulated latency.
+enum class latency_dist {
+  fixed,     // always `ms`
+  uniform,   // uniform in [min_ms, max_ms]
+  lognormal, // lognormal with median p50_ms and 99th percentile p99_ms
+};
+
+/// Returns "fixed", "uniform" or "lognormal".
+std::string_view to_string(latency_dist d) noexcept;
+
+/// Simulated latency; only the fields of `dist` are meaningful.
+struct latency_config {
+  /// Defaults to fixed.
+  latency_dist dist = latency_dist::fixed;
+  /// fixed: the latency. >= 0. Defaults to 200.
+  double ms = 200;
+  /// uniform: lower bound. >= 0. Defaults to 100.
+  double min_ms = 100;
+  /// uniform: upper bound. >= min_ms. Defaults to 300.
+  double max_ms = 300;
+  /// lognormal: median. > 0. Defaults to 200.
+  double p50_ms = 200;
+  /// lognormal: 99th percentile. >= p50_ms. Defaults to 1000.
+  double p99_ms = 1000;
+
+  bool operator==(const latency_config&) const = default;
+};
+
+/// Probability per call of each injected error class. Each 0..1, sum <= 1.
+/// All default to 0.
+struct error_rates {
+  double transient = 0;
+  double network = 0;
+  double rate_limited = 0;
+  double permanent = 0;
+  double timeout = 0;
+
+  /// The probability for an error class; 0 for ok and cancelled.
+  double of(outcome_kind k) const noexcept;
+
+  /// Sum of all probabilities.
+  double total() const noexcept {
+    return transient + network + rate_limited + permanent + timeout;
+  }
+
+  bool operator==(const error_rates&) const = default;
+};
+
+/// Settings of the simulate executor.
+struct simulate_config {
+  latency_config latency;
+  error_rates errors;
+  /// Retry-After reported with an injected rate_limited error, in seconds.
+  /// >= 0. Defaults to 2.
+  double retry_after_s = 2;
+  /// Cost of one call in USD. >= 0. Defaults to 0.
+  double cost = 0;
+  /// Seed of the executor's random generator. Defaults to 1.
+  std::uint64_t seed = 1;
+
+  bool operator==(const simulate_config&) const = default;
+};
+
+/// Settings of the command executor.
+struct command_config {
+  /// Program and arguments. Required, non-empty. A relative argv[0] is
+  /// resolved by the runtime, not here.
+  std::vector<std::string> argv;
+  /// Extra environment variables. Defaults to none.
+  std::map<std::string, std::string> env;
+  /// Time between TERM and KILL when the program must stop, in seconds.
+  /// >= 0. Defaults to 5.
+  double kill_grace_s = 5;
+
+  std::chrono::milliseconds kill_grace() const noexcept {
+    return to_duration(kill_grace_s);
+  }
+
+  bool operator==(const command_config&) const = default;
+};
+
+/// A stage's executor. Only the member selected by `kind` is meaningful; the
+/// other keeps its defaults.
+struct executor_config {
+  /// Defaults to simulate.
+  executor_kind kind = executor_kind::simulate;
+  simulate_config simulate;
+  command_config command;
+
+  bool operator==(const executor_config&) const = default;
+};
+
+// -- stages -------------------------------------------------------------------
+
+/// One stage of the pipeline (an element of "stages"). All live.
+struct stage_config {
+  /// Unique name, [a-z][a-z0-9_]{0,62}. Required.
+  std::string name;
+  /// Stages this one waits for. Defaults to none.
+  std::vector<std::string> after;
+  /// Stage actors in this worker's pool. 1..10000. Defaults to 1.
+  int max_concurrent = 1;
+  /// Timeout of one run in seconds (per unit, see timeout_per). > 0.
+  /// Defaults to 60.
+  double timeout_s = 60;
+  /// Name of a numeric payload field that scales the timeout (e.g.
+  /// "images"); see effective_timeout() in retry.hpp. Empty (the default)
+  /// means no scaling.
+  std::string timeout_per;
+  /// Whether the task may end partially_completed when this stage fails.
+  /// Defaults to false.
+  bool optional = false;
+  retry_policy retry;
+  executor_config executor;
+
+  /// The unscaled timeout.
+  std::chrono::milliseconds timeout() const noexcept {
+    return to_duration(timeout_s);
+  }
+
+  bool operator==(const stage_config&) const = default;
+};
+
+// -- snapshot -----------------------------------------------------------------
+
+/// The whole effective configuration. Immutable once handed out as
+/// `std::shared_ptr<const snapshot>`; a change makes a new snapshot.
+struct snapshot {
+  /// Where stage programs write files. Needs a restart. Defaults to
+  /// ".spool/data".
+  std::string data_dir = ".spool/data";
+  /// libpq URL of the database; empty means "use the managed local
+  /// cluster". SPOOL_DATABASE_URL wins (see effective_database_url). Needs a
+  /// restart. Defaults to empty.
+  std::string database_url;
+  worker_config worker;
+  /// Stages in file order.
+  std::vector<stage_config> stages;
+  /// Hash of the canonical JSON (see canonical_json): equal configurations
+  /// have equal versions. Set by parse/validate; not part of the hash.
+  std::string version;
+
+  /// The stage with this name, or nullptr.
+  const stage_config* stage(std::string_view name) const noexcept;
+
+  /// The stage graph.
+  dag graph() const;
+
+  /// Stage names, each after all the stages it waits for; file order among
+  /// ties. Complete for any snapshot produced by parse or validate.
+  std::vector<std::string> topo_order() const;
+
+  /// Direct downstream stages of `name` (those that wait for it), in file
+  /// order.
+  std::vector<std::string> dependents(std::string_view name) const;
+
+  /// Direct upstream stages of `name` (those it waits for).
+  std::vector<std::string> dependencies(std::string_view name) const;
+
+  /// Stages that wait for nothing, in file order.
+  std::vector<std::string> roots() const;
+
+  /// Equality of the configuration; ignores `version`.
+  bool operator==(const snapshot& other) const {
+    return data_dir == other.data_dir && database_url == other.database_url
+           && worker == other.worker && stages == other.stages;
+  }
+};
+
+/// The URL to connect with: `env` when set and non-empty (callers pass
+/// getenv("SPOOL_DATABASE_URL")), else the snapshot's database_url (which
+/// may be empty: use the managed local cluster).
+std::string effective_database_url(const snapshot& s, const char* env);
+
+// -- parsing and validation ---------------------------------------------------
+
+/// One thing wrong with a configuration.
+struct problem {
+  /// Where: "worker.lease_s", "stages[2].retry.factor", "stages[1].after[0]".
+  /// Empty for the document as a whole (syntax errors, unreadable file).
+  std::string path;
+  /// What, e.g. "must be >= 1, got 0" or "unknown key".
+  std::string message;
+
+  bool operator==(const problem&) const = default;
+};
+
+/// Renders "path: message", or just the message when the path is empty.
+std::string to_string(const problem& p);
+
+/// The outcome of reading a configuration: a snapshot, or every problem.
+struct load_result {
+  /// Null exactly when `problems` is non-empty.
+  std::shared_ptr<const snapshot> config;
+  std::vector<problem> problems;
+
+  bool ok() const noexcept {
+    return config != nullptr;
+  }
+};
+
+/// Parses and validates a whole configuration. JSON may contain comments and
+/// trailing commas. Reports every problem found, each with its path; a
+/// missing key takes its default, an unknown key is a problem.
+load_result parse(std::string_view json_text);
+
+/// Reads and parses a file. An unreadable file gives one problem with an
+/// empty path whose message names the file.
+load_result load_file(const std::string& path);
+
+/// Validates a snapshot built in code (as parse would validate its file) and
+/// returns a copy with its version set.
+load_result validate(const snapshot& s);
+
+/// The effective configuration as compact JSON with every key in registry
+/// order, defaults included and keys of unselected variants (e.g. "argv"
+/// for a simulate executor) left out. Parsing it gives an equal snapshot.
+/// Contains database_url: treat it as a secret.
+std::string canonical_json(const snapshot& s);
+
+/// FNV-1a 64 of canonical_json(s), as 16 lowercase hex digits.
+std::string compute_version(const snapshot& s);
+
+/// Names of the properties that need a restart and differ between two
+/// snapshots, in registry order (e.g. {"data_dir", "database_url"}).
+std::vector<std::string> restart_required(const snapshot& old,
+                                          const snapshot& next);
+
+// -- registry -----------------------------------------------------------------
+
+/// The value type of a property.
+enum class property_type {
+  integer,
+  number,
+  boolean,
+  string,
+  string_list,
+  string_map,
+  object,
+  object_list,
+};
+
+/// Returns "int", "double", "bool", "string", "string list", "string map",
+/// "object" or "object list".
+std::string_view to_string(property_type t) noexcept;
+
+/// What the registry knows about one property, for docs and the CLI.
+struct property_info {
+  /// Dotted path; stage properties read "stages[].retry.factor".
+  std::string name;
+  property_type type;
+  /// The default as JSON text ("5", "\"fixed\"", "[]"); empty when the
+  /// property is required or is an object.
+  std::string default_text;
+  /// Bounds and allowed values in words (">= 1", "0..1", "simulate |
+  /// command", "[a-z][a-z0-9_]{0,62}"); empty when unconstrained.
+  std::string constraint;
+  /// When the key is allowed ("executor.kind = command"); empty: always.
+  std::string applies_when;
+  /// Whether the key must be present (where it applies).
+  bool required;
+  /// Whether a change only takes effect after a restart.
+  bool needs_restart;
+  /// One line.
+  std::string description;
+};
+
+/// Every property of the file, in registry order (top level, worker, then
+/// stage properties).
+std::vector<property_info> describe();
+
+} // namespace spool::config

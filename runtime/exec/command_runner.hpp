@@ -1,0 +1,133 @@
+#pragma once
+// Runs child processes for the `command` executor: many at once, all owned by
+// one background thread that polls their pipes and exits (pidfd), enforces
+// timeouts and reaps every child. Callers never block: start() returns at
+// once and the result arrives in a callback.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace spool::exec {
+
+/// What to run. A plain value, moved into the runner.
+struct command_spec {
+  /// Program and arguments; must not be empty. argv[0] without a '/' is
+  /// looked up in PATH (the PATH of `env` when it sets one, else the
+  /// inherited one); a relative argv[0] with a '/' is resolved against the
+  /// runner's current directory, not against `cwd`.
+  std::vector<std::string> argv;
+  /// Variables added to (or replacing those of) the inherited environment.
+  std::map<std::string, std::string> env;
+  /// Working directory of the child; empty means the runner's. It must
+  /// exist (it is not created); otherwise the start fails with spawn_failed.
+  std::string cwd;
+  /// Written to the child's stdin, after which stdin is closed. A child that
+  /// exits or closes stdin early is not an error (EPIPE is ignored).
+  std::string stdin_data;
+  /// Wall-clock limit from the start; then SIGTERM to the process group and,
+  /// `kill_grace` later, SIGKILL. Zero or negative means no limit. Defaults
+  /// to no limit.
+  std::chrono::milliseconds timeout{0};
+  /// Time between SIGTERM and SIGKILL on timeout, cancel or shutdown.
+  /// Defaults to 5 s.
+  std::chrono::milliseconds kill_grace{5000};
+  /// Most bytes of stdout kept; beyond it the oldest bytes are dropped, so
+  /// the last line (the result) survives chatty output. Defaults to 4 MiB.
+  std::size_t max_stdout_bytes = 4u << 20;
+};
+
+/// How a command ended and what it wrote.
+struct command_result {
+  enum class ending {
+    exited,       // the program exited by itself (exit_code is set)
+    signaled,     // killed by a signal we did not send (signal is set)
+    timed_out,    // we stopped it at its timeout
+    cancelled,    // we stopped it on cancel() or at runner shutdown
+    spawn_failed, // it never ran; `error` says why
+  };
+  ending how = ending::spawn_failed;
+  /// Exit status when the program exited, else -1.
+  int exit_code = -1;
+  /// The terminating signal when it died of one (also after timed_out or
+  /// cancelled, e.g. 15 or 9), else 0.
+  int signal = 0;
+  /// The child's pid, which is also its process group id; 0 if never run.
+  int pid = 0;
+  /// Everything written to stdout, or its last max_stdout_bytes.
+  std::string stdout_data;
+  /// True when stdout_data lost its beginning to max_stdout_bytes.
+  bool stdout_truncated = false;
+  /// The last 4 KiB (at most) of stderr.
+  std::string stderr_tail;
+  /// From start to reaping the child (0 when spawn failed).
+  std::chrono::milliseconds elapsed{0};
+  /// For spawn_failed: why, e.g. "examples/stages/x: No such file or
+  /// directory". Empty otherwise.
+  std::string error;
+};
+
+/// How a runner learns of exits. The defaults suit production; tests use
+/// them to exercise the fallback.
+struct command_runner_options {
+  /// Watch each child through a pidfd (pidfd_open, Linux >= 5.3). When false,
+  /// or when the kernel lacks pidfd_open, the runner checks every child with
+  /// waitid(WNOHANG) at least every `exit_poll_interval`. Defaults to true.
+  bool use_pidfd = true;
+  /// Poll interval of the fallback. Defaults to 20 ms.
+  std::chrono::milliseconds exit_poll_interval{20};
+};
+
+/// Owns a background thread and every child started through it.
+///
+/// Each child runs in its own process group. When a child exits, whatever
+/// it left running in its group is killed (SIGKILL): a stage's work ends
+/// with its program. Every child is reaped; no zombies remain. All file
+/// descriptors the runner opens are close-on-exec, and children inherit
+/// only stdin, stdout and stderr.
+///
+/// Thread-safety: start(), cancel() and running() may be called from any
+/// thread, including from inside an on_done callback. The destructor must
+/// not run on the runner thread (i.e. not from on_done).
+class command_runner {
+public:
+  using id = uint64_t;
+
+  /// Starts the runner thread. Throws std::system_error when the thread or
+  /// its wake-up eventfd cannot be created.
+  command_runner();
+  explicit command_runner(command_runner_options options);
+  /// Cancels everything still running (SIGTERM to each group, SIGKILL after
+  /// its kill_grace), reaps every child, runs each outstanding on_done with
+  /// ending::cancelled and joins the thread. May take up to the longest
+  /// kill_grace when children ignore SIGTERM.
+  ~command_runner();
+  command_runner(const command_runner&) = delete;
+  command_runner& operator=(const command_runner&) = delete;
+
+  /// Starts `spec` and returns at once; the runner thread spawns the child.
+  /// `on_done` runs on the runner thread exactly once, with the result
+  /// (ending::spawn_failed if the child could not be started). It should be
+  /// quick: it delays every other child's I/O. Exceptions it throws are
+  /// logged and swallowed. Ids are unique per runner and never 0.
+  id start(command_spec spec, std::function<void(command_result)> on_done);
+
+  /// Stops the command: SIGTERM to its group, SIGKILL after its kill_grace;
+  /// its on_done gets ending::cancelled. No-op for an unknown or finished id.
+  void cancel(id which);
+
+  /// Commands started whose on_done has not yet been called. It drops just
+  /// before on_done runs.
+  std::size_t running() const;
+
+private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+} // namespace spool::exec
