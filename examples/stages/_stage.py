@@ -14,7 +14,6 @@ raising StageError with one of the error classes below. main() turns both into t
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import traceback
@@ -75,7 +74,6 @@ def emit_error(cls, message, retry_after_s=None):
 
 def main(stage_fn):
     """Read the job, run stage_fn(job) -> (output, cost), print the result line, exit 0."""
-    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         output, cost = stage_fn(read_input())
         emit_ok(output, cost)
@@ -199,36 +197,22 @@ def existing_file(path, where):
 # ---------------------------------------------------------------------------------------------
 # Tools and files
 
-_child = None
-
-
-def _on_sigterm(signum, frame):
-    # Spool kills a job that runs past its timeout; take the running tool down with us.
-    if _child is not None and _child.poll() is None:
-        _child.kill()
-    sys.exit(128 + signum)
-
-
-def run(cmd, cwd=None, input_text=None):
+def run(cmd, cwd=None):
     """Run a tool with stdout/stderr captured (never on our stdout). Returns its stdout.
 
     A non-zero exit is a transient error carrying the last lines of its stderr; a tool that
-    is not installed is permanent (this worker cannot run the stage).
+    is not installed is permanent (this worker cannot run the stage). No timeout here: Spool
+    kills the stage's whole process group (tools included) when the job runs too long.
     """
-    global _child
     try:
-        _child = subprocess.Popen(cmd, cwd=cwd, text=True, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE,
-                                  stdin=subprocess.PIPE if input_text is not None
-                                  else subprocess.DEVNULL)
+        proc = subprocess.run(cmd, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, errors="replace")
     except FileNotFoundError:
         raise permanent(f"{cmd[0]} is not installed on this worker")
-    out, err = _child.communicate(input_text)
-    code, _child = _child.returncode, None
-    if code != 0:
-        tail = "\n".join(err.strip().splitlines()[-8:]) or "(no stderr)"
-        raise StageError("transient", f"{os.path.basename(cmd[0])} exited with {code}: {tail}")
-    return out
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-8:]) or "(no stderr)"
+        raise StageError("transient", f"{cmd[0]} exited with {proc.returncode}: {tail}")
+    return proc.stdout
 
 
 def tmp_path(path):

@@ -98,7 +98,7 @@ echo "selftest: $video: $streams${duration}s"
 # A retry (attempt 2) of a finished stage works and overwrites its output.
 stage assembly "{\"video_gen\": $(cat "$tmp/video_gen.json"),
   \"narration\": $(cat "$tmp/narration.json"), \"sfx\": $(cat "$tmp/sfx.json")}" "$payload" 2
-ls "$data/tasks/$task/assembly" | grep -q tmp && fail "assembly left a temporary file"
+if compgen -G "$data/tasks/$task/*/*.tmp.*" >/dev/null; then fail "a stage left a temp file"; fi
 
 # Bad input gets a permanent error naming the problem.
 expect_error asset_gen '{}' '{"title": "t", "scenes": "not a list"}' permanent "payload.scenes"
