@@ -1,0 +1,196 @@
+#include "runtime/store/store.hpp"
+
+#include "runtime/logging.hpp"
+#include "runtime/pg/connection.hpp"
+
+namespace spool::store {
+
+std::string_view to_string(priority p) noexcept {
+  switch (p) {
+    case priority::high:
+      return "high";
+    case priority::normal:
+      return "normal";
+    case priority::low:
+      return "low";
+  }
+  return "normal";
+}
+
+std::optional<priority> parse_priority(std::string_view s) noexcept {
+  for (auto p : {priority::high, priority::normal, priority::low})
+    if (s == to_string(p))
+      return p;
+  return std::nullopt;
+}
+
+namespace {
+
+std::string_view kind_name(record_kind k) {
+  switch (k) {
+    case record_kind::ok:
+      return "ok";
+    case record_kind::retry:
+      return "retry";
+    case record_kind::snooze:
+      return "snooze";
+    case record_kind::release:
+      return "release";
+    case record_kind::fail:
+      return "fail";
+  }
+  return "fail";
+}
+
+std::string pipeline_json(const std::vector<pipeline_stage>& pipeline) {
+  std::string out = "[";
+  for (size_t i = 0; i < pipeline.size(); ++i) {
+    auto& s = pipeline[i];
+    if (i)
+      out += ',';
+    out += R"({"name":")" + json_escape(s.name) + R"(","after":[)";
+    for (size_t j = 0; j < s.after.size(); ++j) {
+      if (j)
+        out += ',';
+      out += '"' + json_escape(s.after[j]) + '"';
+    }
+    out += "],\"optional\":";
+    out += s.optional ? "true" : "false";
+    out += ",\"max_retries\":" + std::to_string(s.max_retries) + "}";
+  }
+  return out + "]";
+}
+
+std::vector<recorded> read_recorded(const pg::result& res) {
+  std::vector<recorded> out;
+  out.reserve(static_cast<size_t>(res.rows()));
+  for (int i = 0; i < res.rows(); ++i)
+    out.push_back({res.i64(i, 0), res.boolean(i, 1), res.str(i, 2)});
+  return out;
+}
+
+} // namespace
+
+std::vector<enqueued> store::enqueue(const std::vector<new_task>& tasks,
+                                     const std::vector<pipeline_stage>& pipeline) {
+  if (tasks.empty())
+    return {};
+  std::vector<std::string> clients, campaigns, channels, priorities, payloads;
+  std::vector<std::optional<std::string>> keys;
+  std::vector<double> estimates;
+  for (auto& t : tasks) {
+    clients.push_back(t.client_id);
+    campaigns.push_back(t.campaign_id);
+    channels.push_back(t.channel_id);
+    priorities.emplace_back(to_string(t.prio));
+    payloads.push_back(t.payload);
+    keys.push_back(t.idempotency_key);
+    estimates.push_back(t.estimated_cost);
+  }
+  auto res = conn_.exec(
+    "SELECT task_id, created FROM spool_enqueue($1, $2, $3, $4, $5::jsonb[], $6, $7, $8)",
+    {pg::array_literal(clients), pg::array_literal(campaigns), pg::array_literal(channels),
+     pg::array_literal(priorities), pg::array_literal(payloads), pg::array_literal(keys),
+     pg::array_literal(estimates), pipeline_json(pipeline)},
+    "enqueueing videos");
+  std::vector<enqueued> out;
+  for (int i = 0; i < res.rows(); ++i)
+    out.push_back({res.i64(i, 0), res.boolean(i, 1)});
+  return out;
+}
+
+std::vector<claimed_run> store::claim(std::string_view stage, int limit,
+                                      std::string_view worker,
+                                      std::chrono::milliseconds lease) {
+  auto res = conn_.exec_prepared(
+    "SELECT run_id, task_id, stage, attempt, failed_attempts, channel_id, priority, "
+    "payload, inputs FROM spool_claim($1, $2, $3, $4)",
+    {pg::to_param(stage), pg::to_param(limit), pg::to_param(worker),
+     pg::to_param(static_cast<int64_t>(lease.count()))},
+    "claiming stage runs");
+  std::vector<claimed_run> out;
+  out.reserve(static_cast<size_t>(res.rows()));
+  for (int i = 0; i < res.rows(); ++i)
+    out.push_back({res.i64(i, 0), res.i64(i, 1), res.str(i, 2),
+                   static_cast<int>(res.i64(i, 3)), static_cast<int>(res.i64(i, 4)),
+                   res.str(i, 5), res.str(i, 6), res.str(i, 7), res.str(i, 8)});
+  return out;
+}
+
+std::vector<recorded> store::record(std::string_view worker,
+                                    const std::vector<outcome_record>& outcomes) {
+  if (outcomes.empty())
+    return {};
+  std::vector<std::string> workers, kinds, classes, messages;
+  std::vector<std::optional<std::string>> outputs;
+  std::vector<int64_t> runs, attempts, delays;
+  std::vector<double> costs;
+  for (auto& o : outcomes) {
+    workers.emplace_back(worker);
+    runs.push_back(o.run_id);
+    attempts.push_back(o.attempt);
+    kinds.emplace_back(kind_name(o.kind));
+    delays.push_back(o.delay.count());
+    outputs.push_back(o.kind == record_kind::ok ? std::optional{o.output} : std::nullopt);
+    costs.push_back(o.cost);
+    classes.push_back(o.error_class);
+    messages.push_back(o.message);
+  }
+  auto res = conn_.exec_prepared(
+    "SELECT run_id, accepted, state FROM spool_record_outcomes($1, $2, $3, $4, $5, "
+    "$6::jsonb[], $7, $8, $9)",
+    {pg::array_literal(workers), pg::array_literal(runs), pg::array_literal(attempts),
+     pg::array_literal(kinds), pg::array_literal(delays), pg::array_literal(outputs),
+     pg::array_literal(costs), pg::array_literal(classes), pg::array_literal(messages)},
+    "recording stage outcomes");
+  return read_recorded(res);
+}
+
+int store::heartbeat(std::string_view worker, std::chrono::milliseconds lease) {
+  auto res = conn_.exec_prepared("SELECT spool_heartbeat($1, $2)",
+                                 {pg::to_param(worker),
+                                  pg::to_param(static_cast<int64_t>(lease.count()))},
+                                 "extending leases");
+  return static_cast<int>(res.i64(0, 0));
+}
+
+std::vector<recorded> store::rescue(int limit) {
+  return read_recorded(conn_.exec_prepared("SELECT run_id, accepted, state FROM spool_rescue($1)",
+                                           {pg::to_param(limit)},
+                                           "rescuing expired leases"));
+}
+
+void store::register_worker(const worker_info& w) {
+  conn_.query("INSERT INTO workers (id, host, pid, config_version) VALUES ($1, $2, $3, $4) "
+              "ON CONFLICT (id) DO UPDATE SET host = EXCLUDED.host, pid = EXCLUDED.pid, "
+              "config_version = EXCLUDED.config_version, last_heartbeat = now(), "
+              "stopped_at = NULL",
+              w.id, w.host, w.pid, w.config_version);
+}
+
+void store::worker_stopped(std::string_view worker) {
+  conn_.query("UPDATE workers SET stopped_at = now() WHERE id = $1", worker);
+}
+
+bool store::set_priority(int64_t task_id, priority p) {
+  return conn_.query("SELECT spool_set_priority($1, $2)", task_id, to_string(p))
+    .boolean(0, 0);
+}
+
+std::vector<store::cancelled_run> store::cancel(int64_t task_id) {
+  auto res = conn_.query("SELECT run_id, was_running FROM spool_cancel($1)", task_id);
+  std::vector<cancelled_run> out;
+  for (int i = 0; i < res.rows(); ++i)
+    out.push_back({res.i64(i, 0), res.boolean(i, 1)});
+  return out;
+}
+
+bool store::has_pending_work() {
+  return conn_
+    .exec_prepared("SELECT EXISTS (SELECT 1 FROM stage_runs WHERE state IN "
+                   "('ready', 'running', 'scheduled'))",
+                   {}, "checking for pending work")
+    .boolean(0, 0);
+}
+
+} // namespace spool::store
