@@ -35,6 +35,10 @@ CREATE TABLE IF NOT EXISTS tasks (
   actual_cost     NUMERIC(14, 6) NOT NULL DEFAULT 0,
   retry_count     INTEGER NOT NULL DEFAULT 0,
   error_message   TEXT,
+  -- stage runs not yet done or failed, and optional ones that failed: the
+  -- outcome that brings runs_pending to 0 decides the final state
+  runs_pending    INTEGER NOT NULL DEFAULT 0,
+  optional_failed INTEGER NOT NULL DEFAULT 0,
   idempotency_key TEXT,
   created_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
   updated_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
@@ -88,13 +92,11 @@ CREATE INDEX IF NOT EXISTS stage_runs_scheduled_idx
   ON stage_runs (stage, ready_at) WHERE state = 'scheduled';
 CREATE INDEX IF NOT EXISTS stage_runs_lease_idx
   ON stage_runs (lease_expires_at) WHERE state = 'running';
-CREATE INDEX IF NOT EXISTS stage_runs_owner_idx
-  ON stage_runs (lease_owner) WHERE state = 'running';
 
 CREATE TABLE IF NOT EXISTS stage_attempts (
   id            BIGSERIAL PRIMARY KEY,
   stage_run_id  BIGINT NOT NULL REFERENCES stage_runs (id) ON DELETE CASCADE,
-  task_id       BIGINT NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+  task_id       BIGINT NOT NULL, -- the run's task (deleted with the run)
   stage         TEXT NOT NULL,
   attempt       INTEGER NOT NULL,
   worker_id     TEXT NOT NULL,

@@ -110,9 +110,9 @@ BEGIN
                                 idem_key, estimate, ord)
   ), inserted AS (
     INSERT INTO tasks (id, client_id, campaign_id, channel_id, priority, payload,
-                       idempotency_key, estimated_cost)
+                       idempotency_key, estimated_cost, runs_pending)
     SELECT i.new_id, i.client_id, i.campaign_id, i.channel_id, i.priority::spool_priority,
-           i.payload, i.idem_key, coalesce(i.estimate, 0)
+           i.payload, i.idem_key, coalesce(i.estimate, 0), jsonb_array_length(p_pipeline)
       FROM input i ORDER BY i.ord
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING tasks.id
@@ -177,6 +177,10 @@ RETURNS TABLE (run_id BIGINT, task_id BIGINT, stage TEXT, attempt INTEGER,
                payload JSONB, inputs JSONB)
 LANGUAGE plpgsql AS $$
 BEGIN
+  -- A claim lost in a server crash only puts the run back in the queue; the
+  -- worker's later outcome is then refused by the fence. So claims need not
+  -- wait for their commit to reach disk; outcomes do.
+  PERFORM set_config('synchronous_commit', 'off', true);
   PERFORM spool_promote(p_stage, 1000);
   RETURN QUERY
   WITH picked AS (
@@ -198,7 +202,7 @@ BEGIN
     SELECT c.id, c.task_id, c.stage, c.attempt, p_worker FROM claimed c
   ), started AS (
     UPDATE tasks t SET state = 'running', updated_at = now()
-     WHERE t.id IN (SELECT c.task_id FROM claimed c) AND t.state = 'queued'
+     WHERE t.id = ANY (ARRAY(SELECT c.task_id FROM claimed c)) AND t.state = 'queued'
   )
   SELECT c.id, c.task_id, c.stage, c.attempt, c.failed_attempts, c.channel_id, c.priority,
          t.payload,
@@ -238,19 +242,10 @@ DECLARE
   v_rejoin BIGINT[];
   v_applied spool_applied_outcome[];
 BEGIN
-  -- Lock the tasks first, in id order: outcome writers never deadlock, and
-  -- a task's last two runs finishing at once cannot both miss completing it.
-  PERFORM 1 FROM tasks t
-   WHERE t.id IN (SELECT r.task_id FROM stage_runs r WHERE r.id = ANY (p_runs))
-   ORDER BY t.id FOR UPDATE;
-
   WITH input AS (
     SELECT * FROM unnest(p_workers, p_runs, p_attempts, p_kinds, p_delays_ms, p_outputs,
                          p_costs, p_classes, p_messages)
            AS i(worker, run_id, attempt, kind, delay_ms, output, cost, class, message)
-  ), locked AS (
-    SELECT r.id FROM stage_runs r JOIN input i ON i.run_id = r.id
-     ORDER BY r.id FOR UPDATE OF r
   ), applied AS (
     UPDATE stage_runs r SET
       state = (CASE
@@ -274,7 +269,7 @@ BEGIN
       updated_at = now()
       FROM input i
      WHERE r.id = i.run_id AND r.state = 'running' AND r.lease_owner = i.worker
-       AND r.attempt = i.attempt AND r.id IN (SELECT id FROM locked)
+       AND r.attempt = i.attempt
     RETURNING r.id, r.task_id, r.stage, r.attempt, i.kind, r.state, r.optional, r.output,
               coalesce(i.cost, 0) AS cost, i.class, i.message,
               i.kind IN ('retry', 'lost', 'fail') AS counted
@@ -324,9 +319,13 @@ BEGIN
                         WHERE x.new_state = 'failed' AND NOT x.optional)
      AND r.state IN ('blocked', 'ready', 'scheduled');
 
-  -- Task bookkeeping: cost, retries, media, state.
+  -- Task bookkeeping: cost, retries, media, state. Counters instead of a
+  -- look at the task's other runs: the row lock on the task serializes
+  -- concurrent outcomes, and the one that finishes the last run sees 0.
   WITH per_task AS (
     SELECT x.task_id, sum(x.cost) AS cost, count(*) FILTER (WHERE x.counted) AS retries,
+           count(*) FILTER (WHERE x.new_state IN ('done', 'failed')) AS finished,
+           count(*) FILTER (WHERE x.new_state = 'failed' AND x.optional) AS optional_failed,
            bool_or(x.new_state = 'failed' AND NOT x.optional) AS failed,
            (array_agg(x.output -> 'video_url' ORDER BY x.id)
               FILTER (WHERE x.new_state = 'done' AND x.output ? 'video_url'))[1] AS video_url,
@@ -334,26 +333,25 @@ BEGIN
               FILTER (WHERE x.new_state = 'done' AND x.output ? 'storyboard'))[1] AS storyboard,
            (array_agg(x.stage || ': ' || coalesce(x.message, x.class, 'failed') ORDER BY x.id)
               FILTER (WHERE x.kind <> 'ok' AND x.kind <> 'release'))[1] AS error
-      FROM unnest(v_applied) x GROUP BY x.task_id
+      FROM unnest(v_applied) x GROUP BY x.task_id ORDER BY x.task_id
   )
   UPDATE tasks t SET
     actual_cost = t.actual_cost + p.cost,
     retry_count = t.retry_count + p.retries,
+    runs_pending = t.runs_pending - p.finished,
+    optional_failed = t.optional_failed + p.optional_failed,
     video_url = coalesce(p.video_url #>> '{}', t.video_url),
     storyboard_data = coalesce(p.storyboard, t.storyboard_data),
     error_message = coalesce(p.error, t.error_message),
-    state = CASE
+    state = (CASE
       WHEN t.state IN ('completed', 'partially_completed', 'failed', 'cancelled') THEN t.state::text
       WHEN p.failed THEN 'failed'
-      WHEN NOT EXISTS (SELECT 1 FROM stage_runs r WHERE r.task_id = t.id
-                          AND r.state IN ('blocked', 'scheduled', 'ready', 'running')) THEN
-        CASE WHEN EXISTS (SELECT 1 FROM stage_runs r WHERE r.task_id = t.id AND r.state = 'failed')
-             THEN 'partially_completed' ELSE 'completed' END
-      ELSE t.state::text END::spool_task_state,
-    finished_at = CASE WHEN t.finished_at IS NOT NULL THEN t.finished_at
-      WHEN p.failed OR NOT EXISTS (SELECT 1 FROM stage_runs r WHERE r.task_id = t.id
-                          AND r.state IN ('blocked', 'scheduled', 'ready', 'running'))
-      THEN now() END,
+      WHEN t.runs_pending - p.finished > 0 THEN t.state::text
+      WHEN t.optional_failed + p.optional_failed > 0 THEN 'partially_completed'
+      ELSE 'completed' END)::spool_task_state,
+    finished_at = CASE
+      WHEN t.finished_at IS NULL AND (p.failed OR t.runs_pending - p.finished <= 0) THEN now()
+      ELSE t.finished_at END,
     updated_at = now()
     FROM per_task p WHERE t.id = p.task_id;
 

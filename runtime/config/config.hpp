@@ -346,7 +346,9 @@ std::string canonical_json(const snapshot& s);
 std::string compute_version(const snapshot& s);
 
 /// Names of the properties that need a restart and differ between two
-/// snapshots, in registry order (e.g. {"data_dir", "database_url"}).
+/// snapshots, in registry order (e.g. {"data_dir", "database_url"}). Empty
+/// when `next` can be applied live. (No stage property needs a restart
+/// today; one would be named "stages[<stage>].<key>".)
 std::vector<std::string> restart_required(const snapshot& old,
                                           const snapshot& next);
 
@@ -376,8 +378,8 @@ struct property_info {
   /// The default as JSON text ("5", "\"fixed\"", "[]"); empty when the
   /// property is required or is an object.
   std::string default_text;
-  /// Bounds and allowed values in words (">= 1", "0..1", "simulate |
-  /// command", "[a-z][a-z0-9_]{0,62}"); empty when unconstrained.
+  /// Bounds and allowed values in words (">= 1", "0..1", "one of simulate,
+  /// command", "[a-z][a-z0-9_]{0,62}, unique"); empty when unconstrained.
   std::string constraint;
   /// When the key is allowed ("executor.kind = command"); empty: always.
   std::string applies_when;

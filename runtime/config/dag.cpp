@@ -72,8 +72,9 @@ std::optional<std::vector<std::string>> dag::find_cycle() const {
       if (colors[to] == color::gray) {
         // Back edge: the cycle is the stack from `to` up to here, plus `to`.
         std::vector<std::string> path;
-        auto first = std::find_if(stack.begin(), stack.end(),
-                                  [to](const auto& f) { return f.first == to; });
+        auto first =
+          std::find_if(stack.begin(), stack.end(),
+                       [to](const auto& f) { return f.first == to; });
         for (auto it = first; it != stack.end(); ++it)
           path.push_back(nodes_[it->first]);
         path.push_back(nodes_[to]);

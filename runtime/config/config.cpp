@@ -1,0 +1,1546 @@
+#include "runtime/config/config.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <fstream>
+#include <limits>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <system_error>
+#include <type_traits>
+#include <utility>
+
+#include <boost/json/basic_parser_impl.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/parse_options.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/stream_parser.hpp>
+#include <boost/json/value.hpp>
+
+namespace json = boost::json;
+
+namespace spool::config {
+
+// -- duration helpers ---------------------------------------------------------
+
+std::chrono::milliseconds to_duration(double seconds) noexcept {
+  using rep = std::chrono::milliseconds::rep;
+  if (!(seconds > 0)) // also NaN
+    return std::chrono::milliseconds{0};
+  auto ms = seconds * 1000.0;
+  // 2^63 as a double; every double below it converts without overflow.
+  constexpr double limit = 9223372036854775808.0;
+  if (ms >= limit)
+    return std::chrono::milliseconds{std::numeric_limits<rep>::max()};
+  return std::chrono::milliseconds{static_cast<rep>(std::llround(ms))};
+}
+
+// -- enums --------------------------------------------------------------------
+
+namespace {
+
+template <class E>
+struct enum_names;
+
+template <>
+struct enum_names<executor_kind> {
+  static constexpr std::array<std::pair<std::string_view, executor_kind>, 2>
+    items{{{"simulate", executor_kind::simulate},
+           {"command", executor_kind::command}}};
+};
+
+template <>
+struct enum_names<latency_dist> {
+  static constexpr std::array<std::pair<std::string_view, latency_dist>, 3>
+    items{{{"fixed", latency_dist::fixed},
+           {"uniform", latency_dist::uniform},
+           {"lognormal", latency_dist::lognormal}}};
+};
+
+template <class E>
+std::string_view enum_to_string(E e) noexcept {
+  for (const auto& [name, value] : enum_names<E>::items)
+    if (value == e)
+      return name;
+  return "unknown";
+}
+
+} // namespace
+
+std::string_view to_string(executor_kind k) noexcept {
+  return enum_to_string(k);
+}
+
+std::string_view to_string(latency_dist d) noexcept {
+  return enum_to_string(d);
+}
+
+std::string_view to_string(property_type t) noexcept {
+  switch (t) {
+    case property_type::integer:
+      return "int";
+    case property_type::number:
+      return "double";
+    case property_type::boolean:
+      return "bool";
+    case property_type::string:
+      return "string";
+    case property_type::string_list:
+      return "string list";
+    case property_type::string_map:
+      return "string map";
+    case property_type::object:
+      return "object";
+    case property_type::object_list:
+      return "object list";
+  }
+  return "unknown";
+}
+
+double error_rates::of(outcome_kind k) const noexcept {
+  switch (k) {
+    case outcome_kind::transient:
+      return transient;
+    case outcome_kind::network:
+      return network;
+    case outcome_kind::rate_limited:
+      return rate_limited;
+    case outcome_kind::permanent:
+      return permanent;
+    case outcome_kind::timeout:
+      return timeout;
+    case outcome_kind::ok:
+    case outcome_kind::cancelled:
+      break;
+  }
+  return 0;
+}
+
+namespace {
+
+// -- JSON values: text, kinds, numbers ----------------------------------------
+
+/// Shortest text that reads back as the same double: whole numbers below
+/// 2^53 as integers ("300000", not "3e+05"), others like "0.2" or "1e+300".
+std::string format_number(double d) {
+  if (std::trunc(d) == d && std::fabs(d) < 0x1p53)
+    return std::to_string(static_cast<std::int64_t>(d));
+  std::array<char, 64> buf;
+  auto res = std::to_chars(buf.data(), buf.data() + buf.size(), d);
+  return std::string(buf.data(), res.ptr);
+}
+
+/// "a string", "a number", ... for "must be X, got <kind>" messages.
+std::string_view kind_phrase(const json::value& v) {
+  switch (v.kind()) {
+    case json::kind::null:
+      return "null";
+    case json::kind::bool_:
+      return "a boolean";
+    case json::kind::int64:
+    case json::kind::uint64:
+    case json::kind::double_:
+      return "a number";
+    case json::kind::string:
+      return "a string";
+    case json::kind::array:
+      return "an array";
+    case json::kind::object:
+      return "an object";
+  }
+  return "unknown";
+}
+
+std::optional<double> as_number(const json::value& v) {
+  switch (v.kind()) {
+    case json::kind::int64:
+      return static_cast<double>(v.get_int64());
+    case json::kind::uint64:
+      return static_cast<double>(v.get_uint64());
+    case json::kind::double_:
+      return v.get_double();
+    default:
+      return std::nullopt;
+  }
+}
+
+/// Whether v is a whole number (5, or 5.0 written as a double).
+bool is_integral(const json::value& v) {
+  if (v.is_int64() || v.is_uint64())
+    return true;
+  if (!v.is_double())
+    return false;
+  auto d = v.get_double();
+  return std::isfinite(d) && std::trunc(d) == d && std::fabs(d) < 0x1p53;
+}
+
+/// The value as it appears in a "got ..." message.
+std::string value_text(const json::value& v) {
+  if (auto n = as_number(v))
+    return v.is_double() ? format_number(*n) : json::serialize(v);
+  if (v.is_string())
+    return "'" + std::string(v.get_string()) + "'";
+  if (v.is_bool())
+    return v.get_bool() ? "true" : "false";
+  return std::string(kind_phrase(v));
+}
+
+/// Compact JSON with numbers in their shortest form (Boost writes 0.2 as
+/// "2E-1"). Deterministic: the input of the version hash.
+void write_json(std::string& out, const json::value& v) {
+  switch (v.kind()) {
+    case json::kind::null:
+      out += "null";
+      break;
+    case json::kind::bool_:
+      out += v.get_bool() ? "true" : "false";
+      break;
+    case json::kind::int64:
+      out += std::to_string(v.get_int64());
+      break;
+    case json::kind::uint64:
+      out += std::to_string(v.get_uint64());
+      break;
+    case json::kind::double_:
+      out += format_number(v.get_double());
+      break;
+    case json::kind::string:
+      out += json::serialize(v.get_string());
+      break;
+    case json::kind::array: {
+      out += '[';
+      bool first = true;
+      for (const auto& x : v.get_array()) {
+        if (!std::exchange(first, false))
+          out += ',';
+        write_json(out, x);
+      }
+      out += ']';
+      break;
+    }
+    case json::kind::object: {
+      out += '{';
+      bool first = true;
+      for (const auto& kv : v.get_object()) {
+        if (!std::exchange(first, false))
+          out += ',';
+        out += json::serialize(kv.key());
+        out += ':';
+        write_json(out, kv.value());
+      }
+      out += '}';
+      break;
+    }
+  }
+}
+
+// -- conversion between JSON and struct fields --------------------------------
+// from_json runs only on values that passed the property's checks.
+
+void from_json(const json::value& v, int& out) {
+  out = static_cast<int>(*as_number(v));
+}
+
+void from_json(const json::value& v, std::uint64_t& out) {
+  if (v.is_uint64())
+    out = v.get_uint64();
+  else if (v.is_int64())
+    out = static_cast<std::uint64_t>(v.get_int64());
+  else
+    out = static_cast<std::uint64_t>(v.get_double());
+}
+
+void from_json(const json::value& v, double& out) {
+  out = *as_number(v);
+}
+
+void from_json(const json::value& v, bool& out) {
+  out = v.get_bool();
+}
+
+void from_json(const json::value& v, std::string& out) {
+  out = std::string(v.get_string());
+}
+
+void from_json(const json::value& v, std::vector<std::string>& out) {
+  out.clear();
+  for (const auto& x : v.get_array())
+    out.emplace_back(x.get_string());
+}
+
+void from_json(const json::value& v, std::map<std::string, std::string>& out) {
+  out.clear();
+  for (const auto& kv : v.get_object())
+    out.emplace(std::string(kv.key()), std::string(kv.value().get_string()));
+}
+
+template <class E>
+  requires std::is_enum_v<E>
+void from_json(const json::value& v, E& out) {
+  for (const auto& [name, value] : enum_names<E>::items)
+    if (v.get_string() == name)
+      out = value;
+}
+
+json::value to_json(int x) {
+  return static_cast<std::int64_t>(x);
+}
+
+json::value to_json(std::uint64_t x) {
+  return x;
+}
+
+json::value to_json(double x) {
+  return x;
+}
+
+json::value to_json(bool x) {
+  return x;
+}
+
+json::value to_json(const std::string& x) {
+  return json::string(x);
+}
+
+json::value to_json(const std::vector<std::string>& xs) {
+  json::array arr;
+  for (const auto& x : xs)
+    arr.emplace_back(json::string(x));
+  return arr;
+}
+
+json::value to_json(const std::map<std::string, std::string>& xs) {
+  json::object obj;
+  for (const auto& [k, v] : xs)
+    obj[k] = json::string(v);
+  return obj;
+}
+
+template <class E>
+  requires std::is_enum_v<E>
+json::value to_json(E e) {
+  return json::string(enum_to_string(e));
+}
+
+/// The property type that stores a T.
+template <class T>
+constexpr property_type type_of() {
+  if constexpr (std::is_same_v<T, bool>)
+    return property_type::boolean;
+  else if constexpr (std::is_same_v<T, double>)
+    return property_type::number;
+  else if constexpr (std::is_integral_v<T>)
+    return property_type::integer;
+  else if constexpr (std::is_same_v<T, std::string> || std::is_enum_v<T>)
+    return property_type::string;
+  else if constexpr (std::is_same_v<T, std::vector<std::string>>)
+    return property_type::string_list;
+  else
+    return property_type::string_map;
+}
+
+// -- the registry -------------------------------------------------------------
+
+template <class M>
+struct member_traits;
+
+template <class C, class T>
+struct member_traits<T C::*> {
+  using class_type = C;
+  using value_type = T;
+};
+
+/// Reaches a field through a chain of member pointers:
+/// `member_path<&stage_config::retry, &retry_policy::factor>::in(s)`.
+template <auto First, auto... Rest>
+struct member_path {
+  using scope = typename member_traits<decltype(First)>::class_type;
+
+  template <class S>
+  static auto& in(S& s) {
+    return ((s.*First) .* ... .*Rest);
+  }
+};
+
+/// A rule beyond type and bounds; returns an error message, empty when fine.
+using check_fn = std::string (*)(const json::value&);
+
+/// A key's value must equal `value` for the key to be allowed.
+struct condition {
+  std::string_view key;   // empty: always allowed
+  std::string_view value;
+};
+
+/// One declared property of scope S (snapshot for top-level keys,
+/// stage_config for keys inside a stage). Built with the chainable setters
+/// below; `needs_restart` defaults to true (opt in to live change).
+template <class S>
+struct property {
+  std::string_view key; // dotted, relative to the scope
+  property_type type = property_type::object;
+  std::string_view default_text; // JSON; empty: required or object
+  json::value default_value;     // parsed default_text, null when none
+  bool required_ = false;
+  double min = -std::numeric_limits<double>::infinity();
+  double max = std::numeric_limits<double>::infinity();
+  bool min_open = false; // min itself is excluded
+  std::vector<std::string_view> choices;
+  check_fn check_ = nullptr;
+  std::string_view check_text;
+  condition when_;
+  bool needs_restart = true;
+  std::string_view description;
+  void (*set)(S&, const json::value&) = nullptr; // null for objects
+  json::value (*get)(const S&) = nullptr;        // null for objects
+
+  property& def(std::string_view json_text) {
+    default_text = json_text;
+    default_value = json::parse(json_text);
+    return *this;
+  }
+  property& required() {
+    required_ = true;
+    return *this;
+  }
+  property& at_least(double lo) {
+    min = lo;
+    return *this;
+  }
+  property& above(double lo) {
+    min = lo;
+    min_open = true;
+    return *this;
+  }
+  property& between(double lo, double hi) {
+    min = lo;
+    max = hi;
+    return *this;
+  }
+  property& check(check_fn fn, std::string_view text) {
+    check_ = fn;
+    check_text = text;
+    return *this;
+  }
+  /// States a rule checked across keys (validator::check_*), for docs.
+  property& rule(std::string_view text) {
+    check_text = text;
+    return *this;
+  }
+  property& when(std::string_view k, std::string_view v) {
+    when_ = condition{k, v};
+    return *this;
+  }
+  property& live() {
+    needs_restart = false;
+    return *this;
+  }
+  property& doc(std::string_view text) {
+    description = text;
+    return *this;
+  }
+
+  bool is_leaf() const noexcept {
+    return set != nullptr;
+  }
+
+  /// Bounds and choices in words, for docs.
+  std::string constraint() const {
+    std::string out;
+    if (!choices.empty()) {
+      out = "one of ";
+      for (std::size_t i = 0; i < choices.size(); ++i)
+        out += (i == 0 ? "" : ", ") + std::string(choices[i]);
+    } else if (std::isfinite(min) && std::isfinite(max)) {
+      out = format_number(min) + ".." + format_number(max);
+    } else if (std::isfinite(min)) {
+      out = (min_open ? "> " : ">= ") + format_number(min);
+    }
+    if (!check_text.empty())
+      out += out.empty() ? std::string(check_text)
+                         : "; " + std::string(check_text);
+    return out;
+  }
+};
+
+/// Declares a leaf property stored at the member path Ms...
+template <auto... Ms>
+auto field(std::string_view key) {
+  using path = member_path<Ms...>;
+  using scope = typename path::scope;
+  using value_type =
+    std::remove_cvref_t<decltype(path::in(std::declval<scope&>()))>;
+  property<scope> p;
+  p.key = key;
+  p.type = type_of<value_type>();
+  if constexpr (std::is_enum_v<value_type>)
+    for (const auto& item : enum_names<value_type>::items)
+      p.choices.push_back(item.first);
+  p.set = [](scope& s, const json::value& v) { from_json(v, path::in(s)); };
+  p.get = [](const scope& s) { return to_json(path::in(s)); };
+  return p;
+}
+
+/// Declares an object (a group of keys) or the list of stages.
+template <class S>
+property<S> group(std::string_view key, property_type type) {
+  property<S> p;
+  p.key = key;
+  p.type = type;
+  return p;
+}
+
+std::string check_not_empty(const json::value& v) {
+  if (v.is_string() && v.get_string().empty())
+    return "must not be empty";
+  if (v.is_array() && v.get_array().empty())
+    return "must not be empty";
+  return {};
+}
+
+std::string check_stage_name(const json::value& v) {
+  auto s = std::string_view(v.get_string());
+  auto ok = !s.empty() && s.size() <= 63 && s[0] >= 'a' && s[0] <= 'z'
+            && std::all_of(s.begin(), s.end(), [](char c) {
+                 return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
+                        || c == '_';
+               });
+  if (ok)
+    return {};
+  return "must match [a-z][a-z0-9_]{0,62}, got " + value_text(v);
+}
+
+std::string check_argv(const json::value& v) {
+  const auto& arr = v.get_array();
+  if (arr.empty())
+    return "must name a program: got an empty list";
+  if (arr[0].get_string().empty())
+    return "must name a program: argv[0] is empty";
+  return {};
+}
+
+/// Top-level keys, in registry (and canonical) order.
+const std::vector<property<snapshot>>& root_properties() {
+  static const std::vector<property<snapshot>> table{
+    field<&snapshot::data_dir>("data_dir")
+      .def(R"(".spool/data")")
+      .check(check_not_empty, "not empty")
+      .doc("Directory where stage programs write their files."),
+    field<&snapshot::database_url>("database_url")
+      .def(R"("")")
+      .doc("libpq URL of the database; empty: the managed local cluster. "
+           "SPOOL_DATABASE_URL wins."),
+    group<snapshot>("worker", property_type::object)
+      .live()
+      .doc("Settings of each worker process."),
+    field<&snapshot::worker, &worker_config::heartbeat_interval_s>(
+      "worker.heartbeat_interval_s")
+      .def("5")
+      .above(0)
+      .live()
+      .doc("Seconds between lease extensions and heartbeat log lines."),
+    field<&snapshot::worker, &worker_config::lease_s>("worker.lease_s")
+      .def("30")
+      .above(0)
+      .rule("> worker.heartbeat_interval_s")
+      .live()
+      .doc("Seconds a claimed run stays leased without a heartbeat."),
+    field<&snapshot::worker, &worker_config::claim_batch_limit>(
+      "worker.claim_batch_limit")
+      .def("100")
+      .between(1, 10000)
+      .live()
+      .doc("Maximum stage runs claimed by one statement."),
+    field<&snapshot::worker, &worker_config::shutdown_grace_s>(
+      "worker.shutdown_grace_s")
+      .def("30")
+      .at_least(0)
+      .live()
+      .doc("Seconds running work may take to finish on shutdown before it is "
+           "cancelled."),
+    field<&snapshot::worker, &worker_config::rescue_interval_s>(
+      "worker.rescue_interval_s")
+      .def("15")
+      .above(0)
+      .live()
+      .doc("Seconds between runs of the rescuer of expired leases."),
+    field<&snapshot::worker, &worker_config::stuck_sweep_interval_s>(
+      "worker.stuck_sweep_interval_s")
+      .def("3600")
+      .above(0)
+      .live()
+      .doc("Seconds between stuck-job sweeps."),
+    field<&snapshot::worker, &worker_config::stuck_margin_s>(
+      "worker.stuck_margin_s")
+      .def("300")
+      .at_least(0)
+      .live()
+      .doc("Seconds past its timeout before a running run counts as stuck."),
+    field<&snapshot::worker, &worker_config::idle_poll_s>("worker.idle_poll_s")
+      .def("1")
+      .above(0)
+      .live()
+      .doc("Seconds between backstop polls when no NOTIFY arrives."),
+    field<&snapshot::worker, &worker_config::progress_log_interval_s>(
+      "worker.progress_log_interval_s")
+      .def("30")
+      .above(0)
+      .live()
+      .doc("Seconds between progress log lines."),
+    group<snapshot>("stages", property_type::object_list)
+      .required()
+      .rule("at least one")
+      .live()
+      .doc("The pipeline's stages, in file order."),
+  };
+  return table;
+}
+
+/// Keys inside one element of "stages", in registry (and canonical) order.
+const std::vector<property<stage_config>>& stage_properties() {
+  using sc = stage_config;
+  using ex = executor_config;
+  using sim = simulate_config;
+  using lat = latency_config;
+  using err = error_rates;
+  static const std::vector<property<stage_config>> table{
+    field<&sc::name>("name")
+      .required()
+      .check(check_stage_name, "[a-z][a-z0-9_]{0,62}, unique")
+      .live()
+      .doc("Name of the stage."),
+    field<&sc::after>("after")
+      .def("[]")
+      .rule("names of other stages, no cycle")
+      .live()
+      .doc("Stages whose output this stage waits for."),
+    field<&sc::max_concurrent>("max_concurrent")
+      .def("1")
+      .between(1, 10000)
+      .live()
+      .doc("Runs of this stage one worker executes at once."),
+    field<&sc::timeout_s>("timeout_s")
+      .def("60")
+      .above(0)
+      .live()
+      .doc("Seconds one run may take (per unit when timeout_per is set)."),
+    field<&sc::timeout_per>("timeout_per")
+      .def(R"("")")
+      .live()
+      .doc("Numeric payload field that multiplies timeout_s (at least 1x); "
+           "empty: no scaling."),
+    field<&sc::optional>("optional")
+      .def("false")
+      .live()
+      .doc("When true, a failure of this stage leaves the task "
+           "partially_completed instead of failed."),
+    group<sc>("retry", property_type::object)
+      .live()
+      .doc("Retry policy for failed runs."),
+    field<&sc::retry, &retry_policy::max_retries>("retry.max_retries")
+      .def("3")
+      .between(0, 100)
+      .live()
+      .doc("Counted failures retried before the run fails."),
+    field<&sc::retry, &retry_policy::base_s>("retry.base_s")
+      .def("5")
+      .at_least(0)
+      .live()
+      .doc("Seconds of backoff after the first counted failure."),
+    field<&sc::retry, &retry_policy::factor>("retry.factor")
+      .def("3")
+      .at_least(1)
+      .live()
+      .doc("Backoff growth per counted failure."),
+    field<&sc::retry, &retry_policy::jitter>("retry.jitter")
+      .def("0.2")
+      .between(0, 1)
+      .live()
+      .doc("Random spread of each backoff as a fraction (0.2 = +-20 %)."),
+    field<&sc::retry, &retry_policy::max_delay_s>("retry.max_delay_s")
+      .def("3600")
+      .at_least(0)
+      .live()
+      .doc("Upper bound of one backoff in seconds, jitter included."),
+    group<sc>("executor", property_type::object)
+      .live()
+      .doc("What does the work of a run."),
+    field<&sc::executor, &ex::kind>("executor.kind")
+      .def(R"("simulate")")
+      .live()
+      .doc("simulate: seeded fake work; command: run a program."),
+    group<sc>("executor.latency", property_type::object)
+      .when("executor.kind", "simulate")
+      .live()
+      .doc("Simulated latency of one call."),
+    field<&sc::executor, &ex::simulate, &sim::latency, &lat::dist>(
+      "executor.latency.dist")
+      .def(R"("fixed")")
+      .when("executor.kind", "simulate")
+      .live()
+      .doc("Shape of the latency distribution."),
+    field<&sc::executor, &ex::simulate, &sim::latency, &lat::ms>(
+      "executor.latency.ms")
+      .def("200")
+      .at_least(0)
+      .when("executor.latency.dist", "fixed")
+      .live()
+      .doc("Latency in milliseconds."),
+    field<&sc::executor, &ex::simulate, &sim::latency, &lat::min_ms>(
+      "executor.latency.min_ms")
+      .def("100")
+      .at_least(0)
+      .when("executor.latency.dist", "uniform")
+      .live()
+      .doc("Lowest latency in milliseconds."),
+    field<&sc::executor, &ex::simulate, &sim::latency, &lat::max_ms>(
+      "executor.latency.max_ms")
+      .def("300")
+      .at_least(0)
+      .rule(">= min_ms")
+      .when("executor.latency.dist", "uniform")
+      .live()
+      .doc("Highest latency in milliseconds."),
+    field<&sc::executor, &ex::simulate, &sim::latency, &lat::p50_ms>(
+      "executor.latency.p50_ms")
+      .def("200")
+      .above(0)
+      .when("executor.latency.dist", "lognormal")
+      .live()
+      .doc("Median latency in milliseconds."),
+    field<&sc::executor, &ex::simulate, &sim::latency, &lat::p99_ms>(
+      "executor.latency.p99_ms")
+      .def("1000")
+      .above(0)
+      .rule(">= p50_ms")
+      .when("executor.latency.dist", "lognormal")
+      .live()
+      .doc("99th percentile latency in milliseconds."),
+    group<sc>("executor.errors", property_type::object)
+      .rule("sum <= 1")
+      .when("executor.kind", "simulate")
+      .live()
+      .doc("Probability per call of each injected error class."),
+    field<&sc::executor, &ex::simulate, &sim::errors, &err::transient>(
+      "executor.errors.transient")
+      .def("0")
+      .between(0, 1)
+      .when("executor.kind", "simulate")
+      .live()
+      .doc("Probability of a transient error (backoff, counts)."),
+    field<&sc::executor, &ex::simulate, &sim::errors, &err::network>(
+      "executor.errors.network")
+      .def("0")
+      .between(0, 1)
+      .when("executor.kind", "simulate")
+      .live()
+      .doc("Probability of a network error (one immediate retry)."),
+    field<&sc::executor, &ex::simulate, &sim::errors, &err::rate_limited>(
+      "executor.errors.rate_limited")
+      .def("0")
+      .between(0, 1)
+      .when("executor.kind", "simulate")
+      .live()
+      .doc("Probability of a rate-limited error (snooze, no attempt)."),
+    field<&sc::executor, &ex::simulate, &sim::errors, &err::permanent>(
+      "executor.errors.permanent")
+      .def("0")
+      .between(0, 1)
+      .when("executor.kind", "simulate")
+      .live()
+      .doc("Probability of a permanent error (fails at once)."),
+    field<&sc::executor, &ex::simulate, &sim::errors, &err::timeout>(
+      "executor.errors.timeout")
+      .def("0")
+      .between(0, 1)
+      .when("executor.kind", "simulate")
+      .live()
+      .doc("Probability of a timeout (counts as an attempt)."),
+    field<&sc::executor, &ex::simulate, &sim::retry_after_s>(
+      "executor.retry_after_s")
+      .def("2")
+      .at_least(0)
+      .when("executor.kind", "simulate")
+      .live()
+      .doc("Retry-After in seconds reported with injected rate_limited "
+           "errors."),
+    field<&sc::executor, &ex::simulate, &sim::cost>("executor.cost")
+      .def("0")
+      .at_least(0)
+      .when("executor.kind", "simulate")
+      .live()
+      .doc("Cost of one call in USD."),
+    field<&sc::executor, &ex::simulate, &sim::seed>("executor.seed")
+      .def("1")
+      .at_least(0)
+      .when("executor.kind", "simulate")
+      .live()
+      .doc("Seed of the simulation's random generator (uint64)."),
+    field<&sc::executor, &ex::command, &command_config::argv>("executor.argv")
+      .required()
+      .check(check_argv, "non-empty")
+      .when("executor.kind", "command")
+      .live()
+      .doc("Program and arguments; a relative argv[0] is resolved by the "
+           "runtime."),
+    field<&sc::executor, &ex::command, &command_config::env>("executor.env")
+      .def("{}")
+      .when("executor.kind", "command")
+      .live()
+      .doc("Extra environment variables for the program."),
+    field<&sc::executor, &ex::command, &command_config::kill_grace_s>(
+      "executor.kill_grace_s")
+      .def("5")
+      .at_least(0)
+      .when("executor.kind", "command")
+      .live()
+      .doc("Seconds between TERM and KILL when the program must stop."),
+  };
+  return table;
+}
+
+template <class S>
+const std::vector<property<S>>& properties_of() {
+  if constexpr (std::is_same_v<S, snapshot>)
+    return root_properties();
+  else
+    return stage_properties();
+}
+
+template <class S>
+const property<S>* find_property(std::string_view key) {
+  for (const auto& p : properties_of<S>())
+    if (p.key == key)
+      return &p;
+  return nullptr;
+}
+
+/// Whether the property's own condition holds for `s`.
+template <class S>
+bool condition_holds(const S& s, const property<S>& p) {
+  if (p.when_.key.empty())
+    return true;
+  const auto* other = find_property<S>(p.when_.key);
+  if (other == nullptr || !other->is_leaf())
+    return false;
+  auto v = other->get(s);
+  return v.is_string() && v.get_string() == p.when_.value;
+}
+
+/// Whether the property applies to `s`: its condition and those of the
+/// groups that contain it hold.
+template <class S>
+bool applies(const S& s, const property<S>& p) {
+  if (!condition_holds(s, p))
+    return false;
+  auto dot = p.key.rfind('.');
+  if (dot == std::string_view::npos)
+    return true;
+  const auto* parent = find_property<S>(p.key.substr(0, dot));
+  return parent == nullptr || applies(s, *parent);
+}
+
+template <class S>
+void apply_defaults(S& s) {
+  for (const auto& p : properties_of<S>())
+    if (p.is_leaf() && !p.default_value.is_null())
+      p.set(s, p.default_value);
+}
+
+// -- the parser ---------------------------------------------------------------
+
+std::string join_path(std::string_view prefix, std::string_view key) {
+  if (prefix.empty())
+    return std::string(key);
+  std::string out(prefix);
+  out += '.';
+  out += key;
+  return out;
+}
+
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j)
+    row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    auto diag = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      auto up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1,
+                         diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+/// Collects problems while it fills one snapshot.
+class validator {
+public:
+  std::vector<problem> problems;
+
+  void add(std::string path, std::string message) {
+    problems.push_back(problem{std::move(path), std::move(message)});
+  }
+
+  /// Parses the keys of `obj` into `out`. `group_key` is the dotted key of
+  /// `obj` inside the scope ("" for the scope itself, "retry", ...), and
+  /// `scope_path` the path of the scope in the document ("" or
+  /// "stages[2]"). Records every key seen in `present`.
+  template <class S>
+  void parse_group(const json::object& obj, std::string_view group_key,
+                   std::string_view scope_path, S& out,
+                   std::set<std::string>& present) {
+    for (const auto& kv : obj) {
+      auto key = join_path(group_key, kv.key());
+      auto path = join_path(scope_path, key);
+      // A dot inside a key ("retry.factor") must not reach a nested key.
+      const auto* p = kv.key().find('.') == json::string_view::npos
+                        ? find_property<S>(key)
+                        : nullptr;
+      if (p == nullptr) {
+        add(path, unknown_key_message<S>(group_key, kv.key()));
+        continue;
+      }
+      present.insert(key);
+      const auto& v = kv.value();
+      switch (p->type) {
+        case property_type::object:
+          if (!v.is_object())
+            add(path, "must be an object, got " + value_text(v));
+          else
+            parse_group(v.get_object(), key, scope_path, out, present);
+          break;
+        case property_type::object_list:
+          if constexpr (std::is_same_v<S, snapshot>)
+            parse_stages(v, path, out);
+          break;
+        default:
+          if (check_value(*p, v, path))
+            p->set(out, v);
+      }
+    }
+  }
+
+  /// Parses a whole scope: defaults, keys, then presence and conditions.
+  template <class S>
+  void parse_scope(const json::object& obj, std::string_view scope_path,
+                   S& out) {
+    apply_defaults(out);
+    std::set<std::string> present;
+    parse_group(obj, "", scope_path, out, present);
+    for (const auto& p : properties_of<S>()) {
+      auto path = join_path(scope_path, p.key);
+      if (present.count(std::string(p.key)) != 0) {
+        if (!condition_holds(out, p))
+          add(path, "only valid when " + std::string(p.when_.key) + " is '"
+                      + std::string(p.when_.value) + "'");
+      } else if (p.required_ && applies(out, p)) {
+        add(path, "missing required key");
+      }
+    }
+  }
+
+  void parse_stages(const json::value& v, const std::string& path,
+                    snapshot& out) {
+    if (!v.is_array()) {
+      add(path, "must be an array of stages, got " + value_text(v));
+      return;
+    }
+    const auto& arr = v.get_array();
+    if (arr.empty())
+      add(path, "must list at least one stage");
+    for (std::size_t i = 0; i < arr.size(); ++i) {
+      auto item_path = path + "[" + std::to_string(i) + "]";
+      // A stage that is not an object stays in as a nameless placeholder,
+      // so that indices in later messages match the file.
+      auto& stage = out.stages.emplace_back();
+      if (!arr[i].is_object()) {
+        add(item_path, "must be an object, got " + value_text(arr[i]));
+        continue;
+      }
+      parse_scope(arr[i].get_object(), item_path, stage);
+      check_stage(stage, item_path);
+    }
+  }
+
+  /// Rules that relate several keys of one stage.
+  void check_stage(const stage_config& s, const std::string& path) {
+    if (s.executor.kind != executor_kind::simulate)
+      return;
+    const auto& sim = s.executor.simulate;
+    if (sim.errors.total() > 1 + 1e-9)
+      add(path + ".executor.errors",
+          "probabilities must sum to <= 1, got "
+            + format_number(sim.errors.total()));
+    const auto& lat = sim.latency;
+    if (lat.dist == latency_dist::uniform && lat.max_ms < lat.min_ms)
+      add(path + ".executor.latency.max_ms",
+          "must be >= min_ms (" + format_number(lat.min_ms) + "), got "
+            + format_number(lat.max_ms));
+    if (lat.dist == latency_dist::lognormal && lat.p99_ms < lat.p50_ms)
+      add(path + ".executor.latency.p99_ms",
+          "must be >= p50_ms (" + format_number(lat.p50_ms) + "), got "
+            + format_number(lat.p99_ms));
+  }
+
+  /// Rules that relate keys across the file: lease vs. heartbeat, stage
+  /// names, dependencies.
+  void check_snapshot(const snapshot& s) {
+    if (s.worker.lease_s <= s.worker.heartbeat_interval_s)
+      add("worker.lease_s", "must be > worker.heartbeat_interval_s ("
+                              + format_number(s.worker.heartbeat_interval_s)
+                              + "), got " + format_number(s.worker.lease_s));
+    std::map<std::string_view, std::size_t> first_index;
+    for (std::size_t i = 0; i < s.stages.size(); ++i) {
+      const auto& name = s.stages[i].name;
+      if (name.empty())
+        continue;
+      auto [it, added] = first_index.emplace(name, i);
+      if (!added)
+        add(stage_path(i) + ".name",
+            "duplicate stage name '" + name + "' (first at "
+              + stage_path(it->second) + ")");
+    }
+    std::vector<dag::node> nodes;
+    for (std::size_t i = 0; i < s.stages.size(); ++i) {
+      const auto& st = s.stages[i];
+      for (std::size_t j = 0; j < st.after.size(); ++j) {
+        const auto& dep = st.after[j];
+        auto dep_path = stage_path(i) + ".after[" + std::to_string(j) + "]";
+        if (first_index.count(dep) == 0)
+          add(dep_path, "unknown stage '" + dep + "'");
+        else if (std::find(st.after.begin(), st.after.begin() + j, dep)
+                 != st.after.begin() + j)
+          add(dep_path, "duplicate dependency '" + dep + "'");
+      }
+      if (!st.name.empty())
+        nodes.push_back(dag::node{st.name, st.after});
+    }
+    if (auto cycle = dag(std::move(nodes)).find_cycle()) {
+      std::string text;
+      for (const auto& name : *cycle)
+        text += (text.empty() ? "" : " -> ") + name;
+      add(stage_path(first_index.at(cycle->front())) + ".after",
+          "dependency cycle: " + text);
+    }
+  }
+
+private:
+  static std::string stage_path(std::size_t i) {
+    return "stages[" + std::to_string(i) + "]";
+  }
+
+  /// "unknown key", with a suggestion when a sibling key is a few typos
+  /// away.
+  template <class S>
+  static std::string unknown_key_message(std::string_view group_key,
+                                         std::string_view key) {
+    std::string best;
+    // Allow about one typo per three characters, at least two.
+    std::size_t best_distance = 1 + std::max<std::size_t>(2, key.size() / 3);
+    for (const auto& p : properties_of<S>()) {
+      auto dot = p.key.rfind('.');
+      auto parent = dot == std::string_view::npos ? std::string_view{}
+                                                  : p.key.substr(0, dot);
+      if (parent != group_key)
+        continue;
+      auto name = dot == std::string_view::npos ? p.key : p.key.substr(dot + 1);
+      auto d = edit_distance(key, name);
+      if (d < best_distance) {
+        best_distance = d;
+        best = std::string(name);
+      }
+    }
+    if (best.empty())
+      return "unknown key";
+    return "unknown key (did you mean '" + best + "'?)";
+  }
+
+  /// Type, bounds, choices and the extra rule; reports and returns false
+  /// on the first violation.
+  template <class S>
+  bool check_value(const property<S>& p, const json::value& v,
+                   const std::string& path) {
+    switch (p.type) {
+      case property_type::integer:
+        if (!is_integral(v)) {
+          add(path, "must be an integer, got " + value_text(v));
+          return false;
+        }
+        if (!check_bounds(p, *as_number(v), v, path))
+          return false;
+        break;
+      case property_type::number:
+        if (!as_number(v)) {
+          add(path, "must be a number, got " + value_text(v));
+          return false;
+        }
+        if (!std::isfinite(*as_number(v))) {
+          add(path, "must be a finite number, got " + value_text(v));
+          return false;
+        }
+        if (!check_bounds(p, *as_number(v), v, path))
+          return false;
+        break;
+      case property_type::boolean:
+        if (!v.is_bool()) {
+          add(path, "must be true or false, got " + value_text(v));
+          return false;
+        }
+        break;
+      case property_type::string:
+        if (!v.is_string()) {
+          add(path, "must be a string, got " + value_text(v));
+          return false;
+        }
+        if (!p.choices.empty()
+            && std::find(p.choices.begin(), p.choices.end(),
+                         std::string_view(v.get_string()))
+                 == p.choices.end()) {
+          std::string list;
+          for (auto c : p.choices)
+            list += (list.empty() ? "'" : ", '") + std::string(c) + "'";
+          add(path, "must be one of " + list + ", got " + value_text(v));
+          return false;
+        }
+        break;
+      case property_type::string_list: {
+        if (!v.is_array()) {
+          add(path, "must be an array of strings, got " + value_text(v));
+          return false;
+        }
+        bool ok = true;
+        const auto& arr = v.get_array();
+        for (std::size_t i = 0; i < arr.size(); ++i)
+          if (!arr[i].is_string()) {
+            add(path + "[" + std::to_string(i) + "]",
+                "must be a string, got " + value_text(arr[i]));
+            ok = false;
+          }
+        if (!ok)
+          return false;
+        break;
+      }
+      case property_type::string_map: {
+        if (!v.is_object()) {
+          add(path, "must be an object of strings, got " + value_text(v));
+          return false;
+        }
+        bool ok = true;
+        for (const auto& kv : v.get_object())
+          if (!kv.value().is_string()) {
+            add(join_path(path, kv.key()),
+                "must be a string, got " + value_text(kv.value()));
+            ok = false;
+          }
+        if (!ok)
+          return false;
+        break;
+      }
+      case property_type::object:
+      case property_type::object_list:
+        break;
+    }
+    if (p.check_ != nullptr) {
+      if (auto msg = p.check_(v); !msg.empty()) {
+        add(path, std::move(msg));
+        return false;
+      }
+    }
+    return true;
+  }
+
+  template <class S>
+  bool check_bounds(const property<S>& p, double x, const json::value& v,
+                    const std::string& path) {
+    if (p.min_open ? !(x > p.min) : !(x >= p.min)) {
+      add(path, std::string("must be ") + (p.min_open ? "> " : ">= ")
+                  + format_number(p.min) + ", got " + value_text(v));
+      return false;
+    }
+    if (!(x <= p.max)) {
+      add(path, "must be <= " + format_number(p.max) + ", got "
+                  + value_text(v));
+      return false;
+    }
+    return true;
+  }
+};
+
+// -- duplicate keys -----------------------------------------------------------
+
+/// A basic_parser handler that reports keys repeated within one object
+/// (json::parse silently keeps the last one).
+class duplicate_key_finder {
+public:
+  static constexpr std::size_t max_array_size = -1;
+  static constexpr std::size_t max_object_size = -1;
+  static constexpr std::size_t max_string_size = -1;
+  static constexpr std::size_t max_key_size = -1;
+
+  explicit duplicate_key_finder(std::vector<problem>* out) : out_(out) {
+  }
+
+  bool on_document_begin(json::error_code&) {
+    return true;
+  }
+  bool on_document_end(json::error_code&) {
+    return true;
+  }
+  bool on_object_begin(json::error_code&) {
+    stack_.push_back(frame{true, 0, {}, {}});
+    return true;
+  }
+  bool on_object_end(std::size_t, json::error_code&) {
+    stack_.pop_back();
+    value_done();
+    return true;
+  }
+  bool on_array_begin(json::error_code&) {
+    stack_.push_back(frame{false, 0, {}, {}});
+    return true;
+  }
+  bool on_array_end(std::size_t, json::error_code&) {
+    stack_.pop_back();
+    value_done();
+    return true;
+  }
+  bool on_key_part(json::string_view s, std::size_t, json::error_code&) {
+    key_.append(s.data(), s.size());
+    return true;
+  }
+  bool on_key(json::string_view s, std::size_t, json::error_code&) {
+    key_.append(s.data(), s.size());
+    auto& top = stack_.back();
+    top.key = std::move(key_);
+    key_.clear();
+    if (!top.keys.insert(top.key).second)
+      out_->push_back(problem{path(), "duplicate key"});
+    return true;
+  }
+  bool on_string_part(json::string_view, std::size_t, json::error_code&) {
+    return true;
+  }
+  bool on_string(json::string_view, std::size_t, json::error_code&) {
+    value_done();
+    return true;
+  }
+  bool on_number_part(json::string_view, json::error_code&) {
+    return true;
+  }
+  bool on_int64(std::int64_t, json::string_view, json::error_code&) {
+    value_done();
+    return true;
+  }
+  bool on_uint64(std::uint64_t, json::string_view, json::error_code&) {
+    value_done();
+    return true;
+  }
+  bool on_double(double, json::string_view, json::error_code&) {
+    value_done();
+    return true;
+  }
+  bool on_bool(bool, json::error_code&) {
+    value_done();
+    return true;
+  }
+  bool on_null(json::error_code&) {
+    value_done();
+    return true;
+  }
+  bool on_comment_part(json::string_view, json::error_code&) {
+    return true;
+  }
+  bool on_comment(json::string_view, json::error_code&) {
+    return true;
+  }
+
+private:
+  struct frame {
+    bool is_object;
+    std::size_t index; // arrays: the current element
+    std::string key;   // objects: the current key
+    std::set<std::string> keys;
+  };
+
+  void value_done() {
+    if (!stack_.empty() && !stack_.back().is_object)
+      ++stack_.back().index;
+  }
+
+  std::string path() const {
+    std::string out;
+    for (const auto& f : stack_) {
+      if (f.is_object)
+        out = join_path(out, f.key);
+      else
+        out += "[" + std::to_string(f.index) + "]";
+    }
+    return out;
+  }
+
+  std::vector<problem>* out_;
+  std::vector<frame> stack_;
+  std::string key_;
+};
+
+json::parse_options lenient_options() {
+  json::parse_options opts;
+  opts.allow_comments = true;
+  opts.allow_trailing_commas = true;
+  return opts;
+}
+
+/// Parses JSON text; on a syntax error, adds a problem with line and column.
+std::optional<json::value> parse_json(std::string_view text,
+                                      std::vector<problem>& problems) {
+  json::stream_parser parser(json::storage_ptr(), lenient_options());
+  json::error_code ec;
+  auto consumed = parser.write(text.data(), text.size(), ec);
+  if (!ec)
+    parser.finish(ec);
+  if (ec) {
+    auto at = std::min(consumed, text.size());
+    std::size_t line = 1;
+    std::size_t column = 1;
+    for (std::size_t i = 0; i < at; ++i) {
+      if (text[i] == '\n') {
+        ++line;
+        column = 1;
+      } else {
+        ++column;
+      }
+    }
+    auto msg = "JSON syntax error at line " + std::to_string(line)
+               + ", column " + std::to_string(column);
+    if (auto what = ec.message(); what != "syntax error")
+      msg += ": " + what;
+    problems.push_back(problem{"", std::move(msg)});
+    return std::nullopt;
+  }
+  json::basic_parser<duplicate_key_finder> finder(lenient_options(),
+                                                  &problems);
+  finder.write_some(false, text.data(), text.size(), ec);
+  return parser.release();
+}
+
+std::uint64_t fnv1a_64(std::string_view text) {
+  std::uint64_t h = 14695981039346656037ull;
+  for (unsigned char c : text) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+// -- serialization ------------------------------------------------------------
+
+/// Sets `value` at a dotted key, creating intermediate objects.
+void put(json::object& root, std::string_view key, json::value value) {
+  auto* obj = &root;
+  for (auto dot = key.find('.'); dot != std::string_view::npos;
+       dot = key.find('.')) {
+    auto& next = (*obj)[key.substr(0, dot)];
+    if (!next.is_object())
+      next = json::object();
+    obj = &next.get_object();
+    key = key.substr(dot + 1);
+  }
+  (*obj)[key] = std::move(value);
+}
+
+template <class S>
+json::object to_object(const S& s) {
+  json::object out;
+  for (const auto& p : properties_of<S>()) {
+    if (!applies(s, p))
+      continue;
+    switch (p.type) {
+      case property_type::object:
+        put(out, p.key, json::object());
+        break;
+      case property_type::object_list:
+        if constexpr (std::is_same_v<S, snapshot>) {
+          json::array stages;
+          for (const auto& st : s.stages)
+            stages.emplace_back(to_object(st));
+          put(out, p.key, std::move(stages));
+        }
+        break;
+      default:
+        put(out, p.key, p.get(s));
+    }
+  }
+  return out;
+}
+
+template <class S>
+std::string qualified_name(std::string_view key) {
+  if constexpr (std::is_same_v<S, snapshot>)
+    return std::string(key);
+  else
+    return "stages[]." + std::string(key);
+}
+
+template <class S>
+void describe_into(std::vector<property_info>& out) {
+  for (const auto& p : properties_of<S>()) {
+    property_info info;
+    info.name = qualified_name<S>(p.key);
+    info.type = p.type;
+    info.default_text = std::string(p.default_text);
+    info.constraint = p.constraint();
+    if (!p.when_.key.empty())
+      info.applies_when =
+        std::string(p.when_.key) + " = " + std::string(p.when_.value);
+    info.required = p.required_;
+    info.needs_restart = p.needs_restart;
+    info.description = std::string(p.description);
+    out.push_back(std::move(info));
+  }
+}
+
+} // namespace
+
+// -- snapshot -----------------------------------------------------------------
+
+const stage_config* snapshot::stage(std::string_view name) const noexcept {
+  for (const auto& s : stages)
+    if (s.name == name)
+      return &s;
+  return nullptr;
+}
+
+dag snapshot::graph() const {
+  std::vector<dag::node> nodes;
+  nodes.reserve(stages.size());
+  for (const auto& s : stages)
+    nodes.push_back(dag::node{s.name, s.after});
+  return dag(std::move(nodes));
+}
+
+std::vector<std::string> snapshot::topo_order() const {
+  return graph().topo_order();
+}
+
+std::vector<std::string> snapshot::dependents(std::string_view name) const {
+  return graph().downstream(name);
+}
+
+std::vector<std::string> snapshot::dependencies(std::string_view name) const {
+  return graph().upstream(name);
+}
+
+std::vector<std::string> snapshot::roots() const {
+  return graph().roots();
+}
+
+std::string effective_database_url(const snapshot& s, const char* env) {
+  if (env != nullptr && *env != '\0')
+    return env;
+  return s.database_url;
+}
+
+// -- parsing and validation ---------------------------------------------------
+
+std::string to_string(const problem& p) {
+  if (p.path.empty())
+    return p.message;
+  return p.path + ": " + p.message;
+}
+
+load_result parse(std::string_view json_text) {
+  load_result result;
+  auto doc = parse_json(json_text, result.problems);
+  if (!doc)
+    return result;
+  if (!doc->is_object()) {
+    result.problems.push_back(
+      problem{"", "must be a JSON object, got " + value_text(*doc)});
+    return result;
+  }
+  validator v;
+  v.problems = std::move(result.problems);
+  auto snap = std::make_shared<snapshot>();
+  v.parse_scope(doc->get_object(), "", *snap);
+  v.check_snapshot(*snap);
+  if (!v.problems.empty()) {
+    result.problems = std::move(v.problems);
+    return result;
+  }
+  snap->version = compute_version(*snap);
+  result.config = std::move(snap);
+  return result;
+}
+
+load_result load_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    load_result result;
+    result.problems.push_back(
+      problem{"", "cannot read config file '" + path
+                    + "': " + std::generic_category().message(errno)});
+    return result;
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) {
+    load_result result;
+    result.problems.push_back(
+      problem{"", "cannot read config file '" + path + "'"});
+    return result;
+  }
+  return parse(text.str());
+}
+
+load_result validate(const snapshot& s) {
+  return parse(canonical_json(s));
+}
+
+std::string canonical_json(const snapshot& s) {
+  std::string out;
+  write_json(out, to_object(s));
+  return out;
+}
+
+std::string compute_version(const snapshot& s) {
+  static constexpr char digits[] = "0123456789abcdef";
+  auto h = fnv1a_64(canonical_json(s));
+  std::string out(16, '0');
+  for (int i = 15; i >= 0; --i, h >>= 4)
+    out[static_cast<std::size_t>(i)] = digits[h & 0xf];
+  return out;
+}
+
+std::vector<std::string> restart_required(const snapshot& old,
+                                          const snapshot& next) {
+  std::vector<std::string> out;
+  for (const auto& p : root_properties())
+    if (p.needs_restart && p.is_leaf() && p.get(old) != p.get(next))
+      out.emplace_back(p.key);
+  for (const auto& p : stage_properties()) {
+    if (!p.needs_restart || !p.is_leaf())
+      continue;
+    for (const auto& st : next.stages)
+      if (const auto* before = old.stage(st.name);
+          before != nullptr && p.get(*before) != p.get(st))
+        out.push_back("stages[" + st.name + "]." + std::string(p.key));
+  }
+  return out;
+}
+
+// -- registry -----------------------------------------------------------------
+
+std::vector<property_info> describe() {
+  std::vector<property_info> out;
+  describe_into<snapshot>(out);
+  describe_into<stage_config>(out);
+  return out;
+}
+
+} // namespace spool::config
