@@ -3,11 +3,19 @@
 // subcommands on the CLI11 app. A subcommand's callback stores the action to
 // run; main() runs it after parsing, with errors turned into one clear line.
 
+#include "runtime/store/store.hpp"
+
 #include <functional>
+#include <memory>
 #include <string>
+#include <vector>
 
 namespace CLI {
 class App;
+}
+
+namespace spool::config {
+struct snapshot;
 }
 
 namespace spool::cli {
@@ -21,5 +29,16 @@ struct context {
 
 void add_db_commands(CLI::App& app, context& ctx);
 void add_migrate_commands(CLI::App& app, context& ctx);
+void add_config_commands(CLI::App& app, context& ctx);
+void add_queue_commands(CLI::App& app, context& ctx);
+
+/// `path` as given when it exists, else relative to the Spool home (so the
+/// shipped config/spool.json is found from any directory).
+std::string resolve_config_path(const std::string& path);
+/// Loads and validates a config file; throws std::invalid_argument listing
+/// every problem as "path: message".
+std::shared_ptr<const config::snapshot> load_config(const std::string& path);
+/// The queue's view of the configured pipeline.
+std::vector<store::pipeline_stage> pipeline_of(const config::snapshot& cfg);
 
 } // namespace spool::cli

@@ -4,6 +4,7 @@
 #include "runtime/logging.hpp"
 #include "runtime/migrations.hpp"
 #include "runtime/pg/error.hpp"
+#include "runtime/store/task_input.hpp"
 
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
@@ -24,6 +25,8 @@ int main(int argc, char** argv) {
     ->capture_default_str();
   cli::add_db_commands(app, ctx);
   cli::add_migrate_commands(app, ctx);
+  cli::add_config_commands(app, ctx);
+  cli::add_queue_commands(app, ctx);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {
@@ -74,6 +77,9 @@ int main(int argc, char** argv) {
   } catch (const migration_error& e) {
     std::cerr << "spool: " << e.what() << "\n";
     return 1;
+  } catch (const store::input_error& e) {
+    std::cerr << "spool: rejected, nothing was enqueued:\n" << e.what() << "\n";
+    return 2;
   } catch (const std::exception& e) {
     std::cerr << "spool: " << e.what() << "\n";
     return 1;

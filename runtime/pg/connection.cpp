@@ -114,6 +114,14 @@ int result::column(std::string_view name) const {
   throw error("reading result", "no column named " + std::string{name});
 }
 
+std::string_view result::column_name(int col) const {
+  return PQfname(res_.get(), col);
+}
+
+unsigned result::type_oid(int col) const {
+  return PQftype(res_.get(), col);
+}
+
 bool result::is_null(int row, int col) const {
   return PQgetisnull(res_.get(), row, col) != 0;
 }

@@ -60,6 +60,9 @@ public:
   /// Number of rows an INSERT/UPDATE/DELETE touched.
   int64_t affected() const;
   int column(std::string_view name) const; // throws if absent
+  std::string_view column_name(int col) const;
+  /// The column's PostgreSQL type OID (20 int8, 16 bool, 3802 jsonb, ...).
+  unsigned type_oid(int col) const;
 
   bool is_null(int row, int col) const;
   std::string_view text(int row, int col) const;

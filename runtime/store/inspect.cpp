@@ -1,0 +1,130 @@
+#include "runtime/store/inspect.hpp"
+
+#include "runtime/pg/connection.hpp"
+
+#include <boost/json.hpp>
+
+namespace spool::store {
+
+namespace json = boost::json;
+
+namespace {
+
+/// The rows of `res` as JSON objects, typed by each column's SQL type.
+json::array rows_json(const pg::result& res) {
+  json::array out;
+  for (int i = 0; i < res.rows(); ++i) {
+    json::object row;
+    for (int c = 0; c < res.columns(); ++c) {
+      auto& slot = row[res.column_name(c)];
+      if (res.is_null(i, c))
+        continue; // stays null
+      switch (res.type_oid(c)) {
+        case 16: // bool
+          slot = res.boolean(i, c);
+          break;
+        case 20: // int8
+        case 21: // int2
+        case 23: // int4
+          slot = res.i64(i, c);
+          break;
+        case 700: // float4
+        case 701: // float8
+        case 1700: // numeric
+          slot = res.f64(i, c);
+          break;
+        case 114: // json
+        case 3802: // jsonb
+          slot = json::parse(res.text(i, c));
+          break;
+        default:
+          slot = json::string(res.text(i, c));
+      }
+    }
+    out.push_back(std::move(row));
+  }
+  return out;
+}
+
+} // namespace
+
+json::value queue_status(pg::connection& conn) {
+  json::object out;
+  json::object stages;
+  auto runs = conn.exec("SELECT stage, state::text, count(*) FROM stage_runs GROUP BY 1, 2 "
+                        "ORDER BY 1, 2",
+                        {}, "counting stage runs");
+  for (int i = 0; i < runs.rows(); ++i) {
+    auto& per_state = stages[runs.str(i, 0)];
+    if (!per_state.is_object())
+      per_state.emplace_object();
+    per_state.as_object()[runs.str(i, 1)] = runs.i64(i, 2);
+  }
+  out["stages"] = std::move(stages);
+
+  json::object tasks;
+  auto ts = conn.exec("SELECT state::text, count(*) FROM tasks GROUP BY 1 ORDER BY 1", {},
+                      "counting tasks");
+  for (int i = 0; i < ts.rows(); ++i)
+    tasks[ts.str(i, 0)] = ts.i64(i, 1);
+  out["tasks"] = std::move(tasks);
+
+  json::array channels;
+  auto ch = conn.exec("SELECT channel_id, count(*) FROM stage_runs WHERE state = 'ready' "
+                      "GROUP BY 1 ORDER BY 2 DESC, 1",
+                      {}, "measuring channel depth");
+  for (int i = 0; i < ch.rows(); ++i)
+    channels.push_back(json::object{{"channel_id", ch.str(i, 0)}, {"ready", ch.i64(i, 1)}});
+  out["channels"] = std::move(channels);
+
+  json::array workers;
+  auto ws = conn.exec(
+    "SELECT id, host, pid, config_version, "
+    "to_char(last_heartbeat AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
+    "extract(epoch FROM now() - last_heartbeat)::float8, stopped_at IS NOT NULL, "
+    "(SELECT count(*) FROM stage_runs r WHERE r.state = 'running' AND r.lease_owner = w.id) "
+    "FROM workers w ORDER BY stopped_at IS NOT NULL, last_heartbeat DESC LIMIT 100",
+    {}, "listing workers");
+  for (int i = 0; i < ws.rows(); ++i)
+    workers.push_back(json::object{{"id", ws.str(i, 0)},
+                                   {"host", ws.str(i, 1)},
+                                   {"pid", ws.i64(i, 2)},
+                                   {"config_version", ws.opt_str(i, 3).value_or("")},
+                                   {"last_heartbeat", ws.str(i, 4)},
+                                   {"heartbeat_age_s", ws.f64(i, 5)},
+                                   {"stopped", ws.boolean(i, 6)},
+                                   {"running", ws.i64(i, 7)}});
+  out["workers"] = std::move(workers);
+  return out;
+}
+
+std::optional<json::value> task_detail(pg::connection& conn, int64_t task_id) {
+  auto task = conn.query(
+    "SELECT id, client_id, campaign_id, channel_id, priority::text AS priority, "
+    "state::text AS state, "
+    "payload, storyboard_data, video_url, "
+    "approved, estimated_cost::float8 AS estimated_cost, actual_cost::float8 AS actual_cost, retry_count, error_message, "
+    "idempotency_key, created_at, updated_at, finished_at FROM tasks WHERE id = $1",
+    task_id);
+  if (task.rows() == 0)
+    return std::nullopt;
+  auto out = rows_json(task).at(0).as_object();
+  auto runs = conn.query(
+    "SELECT id, stage, state::text AS state, attempt, failed_attempts, max_retries, optional, "
+    "array_to_json(depends_on) AS depends_on, deps_pending, ready_at, lease_owner, lease_expires_at, claimed_at, "
+    "output, error_class, error_message, cost::float8 AS cost, finished_at "
+    "FROM stage_runs WHERE task_id = $1 ORDER BY id",
+    task_id);
+  out["stage_runs"] = rows_json(runs);
+  auto attempts = conn.query(
+    "SELECT a.stage, a.attempt, a.worker_id, a.started_at, a.finished_at, a.outcome, "
+    "a.error_class, a.error_message, a.cost::float8 AS cost, "
+    "extract(epoch FROM coalesce(a.finished_at, now()) - a.started_at)::float8 AS seconds "
+    "FROM stage_attempts a JOIN stage_runs r ON r.id = a.stage_run_id "
+    "WHERE r.task_id = $1 ORDER BY a.started_at, a.id",
+    task_id);
+  out["attempts"] = rows_json(attempts);
+  return json::value(std::move(out));
+}
+
+} // namespace spool::store
