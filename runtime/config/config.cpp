@@ -759,6 +759,14 @@ const std::vector<property<stage_config>>& stage_properties() {
       .when("executor.kind", "simulate")
       .live()
       .doc("Probability of a timeout (counts as an attempt)."),
+    field<&sc::executor, &ex::simulate, &sim::errors, &err::crash>(
+      "executor.errors.crash")
+      .def("0")
+      .between(0, 1)
+      .when("executor.kind", "simulate")
+      .live()
+      .doc("Probability that the stage actor crashes (chaos testing: the job "
+           "is retried, the actor replaced)."),
     field<&sc::executor, &ex::simulate, &sim::retry_after_s>(
       "executor.retry_after_s")
       .def("2")

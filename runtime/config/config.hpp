@@ -158,13 +158,16 @@ struct error_rates {
   double rate_limited = 0;
   double permanent = 0;
   double timeout = 0;
+  /// Probability that the stage actor itself crashes (an exception escapes
+  /// it): chaos testing of supervision. The job is retried, never lost.
+  double crash = 0;
 
   /// The probability for an error class; 0 for ok and cancelled.
   double of(outcome_kind k) const noexcept;
 
   /// Sum of all probabilities.
   double total() const noexcept {
-    return transient + network + rate_limited + permanent + timeout;
+    return transient + network + rate_limited + permanent + timeout + crash;
   }
 
   bool operator==(const error_rates&) const = default;

@@ -34,8 +34,8 @@ struct command_spec {
   /// `kill_grace` later, SIGKILL. Zero or negative means no limit. Defaults
   /// to no limit.
   std::chrono::milliseconds timeout{0};
-  /// Time between SIGTERM and SIGKILL on timeout, cancel or shutdown.
-  /// Defaults to 5 s.
+  /// Time between SIGTERM and SIGKILL on timeout, cancel or shutdown; zero
+  /// or negative sends SIGKILL at once. Defaults to 5 s.
   std::chrono::milliseconds kill_grace{5000};
   /// Most bytes of stdout kept; beyond it the oldest bytes are dropped, so
   /// the last line (the result) survives chatty output. Defaults to 4 MiB.
@@ -59,7 +59,8 @@ struct command_result {
   int signal = 0;
   /// The child's pid, which is also its process group id; 0 if never run.
   int pid = 0;
-  /// Everything written to stdout, or its last max_stdout_bytes.
+  /// Everything written to stdout, or its last max_stdout_bytes (also what
+  /// a command wrote before it timed out or was cancelled).
   std::string stdout_data;
   /// True when stdout_data lost its beginning to max_stdout_bytes.
   bool stdout_truncated = false;
@@ -70,6 +71,10 @@ struct command_result {
   /// For spawn_failed: why, e.g. "examples/stages/x: No such file or
   /// directory". Empty otherwise.
   std::string error;
+  /// For spawn_failed: the errno behind `error` (ENOENT, EACCES, EMFILE,
+  /// EAGAIN, ...), so callers can tell a missing program from a momentary
+  /// lack of resources. 0 otherwise.
+  int error_code = 0;
 };
 
 /// How a runner learns of exits. The defaults suit production; tests use

@@ -9,7 +9,7 @@ namespace spool::exec {
 
 namespace {
 
-// -- a small local PRNG (splitmix64) -------------------------------------------
+// -- a small local PRNG (splitmix64) ------------------------------------------
 
 constexpr uint64_t mix(uint64_t z) noexcept {
   z += 0x9e3779b97f4a7c15ULL;
@@ -117,6 +117,8 @@ simulated simulate(const simulate_settings& settings, int64_t task_id,
   }
 
   simulated out;
+  if (kind == outcome_kind::ok && u < acc + clamp01(settings.p_crash))
+    out.crash = true;
   out.latency = to_micros(draw_latency_ms(settings, rng));
   out.result.kind = kind;
   if (kind == outcome_kind::ok) {

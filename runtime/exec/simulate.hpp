@@ -31,6 +31,10 @@ struct simulate_settings {
   /// sum in this order; whatever is left over is ok. Defaults to 0 (never).
   double p_transient = 0, p_network = 0, p_rate_limited = 0, p_permanent = 0,
          p_timeout = 0;
+  /// Probability that the executing actor crashes instead of reporting
+  /// (chaos testing of supervision); drawn after the error classes.
+  /// Defaults to 0.
+  double p_crash = 0;
   /// Retry-After reported by an injected rate_limited error. Defaults to 2 s.
   double retry_after_s = 2;
   /// Money charged by each ok call, in USD. Injected errors cost nothing.
@@ -49,6 +53,8 @@ struct simulated {
   /// Errors: an empty output "{}", a message naming the injected class, and
   /// for rate_limited the settings' retry_after_s.
   spool::outcome result;
+  /// The caller should crash (throw) instead of reporting `result`.
+  bool crash = false;
 };
 
 /// Draws the latency and outcome of attempt `attempt` of `stage` for task
