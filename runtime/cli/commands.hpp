@@ -31,6 +31,14 @@ void add_db_commands(CLI::App& app, context& ctx);
 void add_migrate_commands(CLI::App& app, context& ctx);
 void add_config_commands(CLI::App& app, context& ctx);
 void add_queue_commands(CLI::App& app, context& ctx);
+void add_run_commands(CLI::App& app, context& ctx);
+
+/// $SPOOL_DATABASE_URL, else the config's database_url, else the managed
+/// local cluster (started on demand).
+std::string database_url_for(const config::snapshot& cfg);
+/// The config's data_dir made absolute (against the working directory) and
+/// created.
+std::string data_dir_for(const config::snapshot& cfg);
 
 /// `path` as given when it exists, else relative to the Spool home (so the
 /// shipped config/spool.json is found from any directory).

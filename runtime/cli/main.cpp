@@ -27,6 +27,7 @@ int main(int argc, char** argv) {
   cli::add_migrate_commands(app, ctx);
   cli::add_config_commands(app, ctx);
   cli::add_queue_commands(app, ctx);
+  cli::add_run_commands(app, ctx);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {

@@ -265,10 +265,14 @@ std::string make_job_input(const job_input& in) {
   o["channel_id"] = in.channel_id;
   o["priority"] = in.priority;
   o["payload"] = object_or_empty(in.payload_json);
-  json::object inputs;
-  for (const auto& [stage, output] : in.inputs)
-    inputs[stage] = object_or_empty(output);
-  o["inputs"] = std::move(inputs);
+  if (in.inputs.empty() && !in.inputs_json.empty()) {
+    o["inputs"] = object_or_empty(in.inputs_json);
+  } else {
+    json::object inputs;
+    for (const auto& [stage, output] : in.inputs)
+      inputs[stage] = object_or_empty(output);
+    o["inputs"] = std::move(inputs);
+  }
   return json::serialize(o);
 }
 

@@ -43,6 +43,9 @@ struct job_input {
   /// Outputs of the stages this one depends on: stage name -> JSON object
   /// text. Text that is not a JSON object is sent as {}.
   std::map<std::string, std::string> inputs;
+  /// Alternatively, all inputs as one JSON object text (as the store returns
+  /// them); used when `inputs` is empty.
+  std::string inputs_json;
 };
 
 /// The idempotency key of an execution, "<task_id>:<stage>:<attempt>"; the

@@ -1,0 +1,103 @@
+#pragma once
+// The message vocabulary of the worker's actors: atoms (short verbs) and
+// message structs (nouns). All messages stay inside one process, so the
+// structs are allowed as local-only types instead of being inspectable.
+
+#include "runtime/config/config.hpp"
+#include "runtime/exec/command_runner.hpp"
+#include "runtime/outcome.hpp"
+#include "runtime/store/store.hpp"
+
+#include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/atom.hpp>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace spool::actors {
+
+// -- atoms ---------------------------------------------------------------------
+
+using claim_atom = caf::atom_constant<caf::atom("claim")>;
+using record_atom = caf::atom_constant<caf::atom("record")>;
+using heartbeat_atom = caf::atom_constant<caf::atom("heartbeat")>;
+using rescue_atom = caf::atom_constant<caf::atom("rescue")>;
+using sweep_atom = caf::atom_constant<caf::atom("sweep")>;
+using pending_atom = caf::atom_constant<caf::atom("pending")>;
+using register_atom = caf::atom_constant<caf::atom("register")>;
+using stopped_atom = caf::atom_constant<caf::atom("stopped")>;
+using poll_atom = caf::atom_constant<caf::atom("poll")>;
+using wakeup_atom = caf::atom_constant<caf::atom("wakeup")>;
+using job_atom = caf::atom_constant<caf::atom("job")>;
+using done_atom = caf::atom_constant<caf::atom("done")>;
+using cancel_atom = caf::atom_constant<caf::atom("cancel")>;
+using timeout_atom = caf::atom_constant<caf::atom("timeout")>;
+using drain_atom = caf::atom_constant<caf::atom("drain")>;
+using grace_atom = caf::atom_constant<caf::atom("grace")>;
+using tick_atom = caf::atom_constant<caf::atom("tick")>;
+using flush_atom = caf::atom_constant<caf::atom("flush")>;
+using sim_done_atom = caf::atom_constant<caf::atom("simdone")>;
+using cmd_done_atom = caf::atom_constant<caf::atom("cmddone")>;
+
+// -- messages ------------------------------------------------------------------
+
+/// Runs claimed for one stage.
+struct claim_batch {
+  std::string stage;
+  std::vector<store::claimed_run> runs;
+};
+
+/// Outcomes to record in one round trip.
+struct outcome_batch {
+  std::vector<store::outcome_record> records;
+};
+
+/// What the store said about each recorded outcome, in order.
+struct recorded_batch {
+  std::vector<store::recorded> results;
+};
+
+/// One job for a stage actor: the claimed run and the configuration it runs
+/// under (a running job keeps its snapshot when the config changes).
+struct stage_job {
+  store::claimed_run run;
+  std::shared_ptr<const config::snapshot> config;
+  const config::stage_config* stage = nullptr; // points into *config
+  std::string data_dir;                        // absolute
+  std::chrono::milliseconds timeout{0};
+};
+
+/// A stage actor's report: how the execution of (run, attempt) ended.
+struct stage_result {
+  int64_t run_id = 0;
+  int attempt = 0;
+  outcome result;
+};
+
+/// A notification from PostgreSQL (spool_wakeup: a stage name; spool_cancel:
+/// a run id).
+struct notice {
+  std::string channel;
+  std::string payload;
+};
+
+/// Sent by the worker's maintenance actor after a rescue or stuck sweep.
+struct maintenance_report {
+  int rescued = 0;
+  int failed = 0;
+  int stuck = 0;
+};
+
+} // namespace spool::actors
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(spool::actors::claim_batch)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(spool::actors::outcome_batch)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(spool::actors::recorded_batch)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(spool::actors::stage_job)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(spool::actors::stage_result)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(spool::actors::notice)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(spool::actors::maintenance_report)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(spool::exec::command_result)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(spool::outcome)

@@ -1,0 +1,86 @@
+#include "actors/worker.hpp"
+
+#include "actors/messages.hpp"
+#include "actors/supervisor.hpp"
+#include "runtime/exec/command_runner.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/scoped_actor.hpp>
+#include <caf/send.hpp>
+#include <caf/system_messages.hpp>
+#include <spdlog/spdlog.h>
+
+#include <csignal>
+#include <pthread.h>
+#include <random>
+#include <thread>
+#include <unistd.h>
+
+namespace spool::actors {
+
+std::string make_worker_id() {
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  std::random_device rd;
+  char suffix[16];
+  std::snprintf(suffix, sizeof suffix, "%06x", rd() & 0xffffff);
+  return std::string{host} + ":" + std::to_string(::getpid()) + ":" + suffix;
+}
+
+int run_worker(std::shared_ptr<const config::snapshot> config, const worker_options& opts) {
+  // Block the signals before any thread starts: CAF's threads and the
+  // runner's inherit the mask, and one thread below waits for them.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  for (int s : {SIGINT, SIGTERM, SIGUSR1})
+    sigaddset(&sigs, s);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+
+  auto runner = std::make_shared<exec::command_runner>();
+  auto exit_code = std::make_shared<std::atomic<int>>(1);
+  int code = 1;
+  {
+    caf::actor_system_config cfg;
+    caf::actor_system sys{cfg};
+    supervisor_options so;
+    so.database_url = opts.database_url;
+    so.worker_id = make_worker_id();
+    so.data_dir = opts.data_dir;
+    so.exit_when_idle = opts.exit_when_idle;
+    so.runner = runner;
+    so.exit_code = exit_code;
+    auto sup = spawn_supervisor(sys, std::move(config), so);
+
+    std::thread signals{[&sigs, sup] {
+      int received = 0;
+      for (;;) {
+        int sig = 0;
+        if (sigwait(&sigs, &sig) != 0 || sig == SIGUSR1)
+          return;
+        if (++received == 1) {
+          spdlog::info("got {}: draining (send it again to exit at once)", strsignal(sig));
+          caf::anon_send(sup, drain_atom::value);
+        } else {
+          spdlog::warn("got {} again: exiting now; this worker's leases will expire and "
+                       "be rescued",
+                       strsignal(sig));
+          spdlog::default_logger()->flush();
+          ::_exit(128 + sig);
+        }
+      }
+    }};
+    {
+      caf::scoped_actor self{sys};
+      self->monitor(sup);
+      self->receive([&](const caf::down_msg& dm) {
+        code = dm.reason == caf::exit_reason::normal ? 0 : 1;
+      });
+    }
+    ::kill(::getpid(), SIGUSR1); // ends the signal thread
+    signals.join();
+  }
+  return code;
+}
+
+} // namespace spool::actors
