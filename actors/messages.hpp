@@ -74,6 +74,9 @@ struct stage_result {
   int64_t run_id = 0;
   int attempt = 0;
   outcome result;
+  /// When the executor started and ended (microseconds since the epoch).
+  int64_t started_us = 0;
+  int64_t finished_us = 0;
 };
 
 /// A notification from PostgreSQL (spool_wakeup: a stage name; spool_cancel:

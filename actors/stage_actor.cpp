@@ -25,8 +25,15 @@ struct stage_state {
   std::optional<stage_job> job;
   uint64_t generation = 0; // results of earlier jobs are ignored
   std::optional<exec::command_runner::id> command;
+  int64_t started_us = 0;
   static inline const char* name = "stage_actor";
 };
+
+int64_t now_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+           std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
 
 using self_ptr = caf::stateful_actor<stage_state>*;
 
@@ -35,7 +42,8 @@ void finish(self_ptr self, outcome result) {
   if (!st.job)
     return;
   self->send(st.supervisor, done_atom::value,
-             stage_result{st.job->run.run_id, st.job->run.attempt, std::move(result)});
+             stage_result{st.job->run.run_id, st.job->run.attempt, std::move(result),
+                          st.started_us, now_us()});
   st.job.reset();
   st.command.reset();
   ++st.generation;
@@ -98,6 +106,7 @@ caf::behavior stage_actor(self_ptr self, caf::actor supervisor,
       if (st.job) // the supervisor never sends two; refuse rather than lose one
         throw std::logic_error("stage actor got a second job");
       st.job = std::move(j);
+      st.started_us = now_us();
       ++st.generation;
       if (st.job->stage->executor.kind == config::executor_kind::command)
         start_command(self, *st.job);

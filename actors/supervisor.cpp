@@ -92,7 +92,8 @@ void record(self_ptr self, store::outcome_record rec) {
   maybe_flush(self);
 }
 
-void handle_outcome(self_ptr self, job_state& js, outcome o) {
+void handle_outcome(self_ptr self, job_state& js, outcome o, int64_t started_us = 0,
+                    int64_t finished_us = 0) {
   auto& run = js.job.run;
   auto& pool = self->state.pools[run.stage];
   if (js.cancelled)
@@ -101,6 +102,8 @@ void handle_outcome(self_ptr self, job_state& js, outcome o) {
   rec.run_id = run.run_id;
   rec.attempt = run.attempt;
   rec.cost = o.cost;
+  rec.started_us = started_us;
+  rec.finished_us = finished_us;
   if (js.timed_out && o.kind == outcome_kind::cancelled) {
     o.kind = outcome_kind::timeout;
     o.message = "timed out after " + std::to_string(js.job.timeout.count() / 1000.0) + " s";
@@ -504,7 +507,7 @@ caf::behavior supervisor(self_ptr self, std::shared_ptr<const config::snapshot> 
       if (j != s.jobs.end() && j->second.job.run.attempt == r.attempt) {
         auto js = std::move(j->second);
         s.jobs.erase(j);
-        handle_outcome(self, js, std::move(r.result));
+        handle_outcome(self, js, std::move(r.result), r.started_us, r.finished_us);
       }
       if (!stage.empty())
         maybe_claim(self, stage);

@@ -77,7 +77,7 @@ int run_worker(std::shared_ptr<const config::snapshot> config, const worker_opti
         code = dm.reason == caf::exit_reason::normal ? 0 : 1;
       });
     }
-    ::kill(::getpid(), SIGUSR1); // ends the signal thread
+    ::pthread_kill(signals.native_handle(), SIGUSR1); // ends the signal thread
     signals.join();
   }
   return code;

@@ -32,6 +32,7 @@ void add_migrate_commands(CLI::App& app, context& ctx);
 void add_config_commands(CLI::App& app, context& ctx);
 void add_queue_commands(CLI::App& app, context& ctx);
 void add_run_commands(CLI::App& app, context& ctx);
+void add_demo_command(CLI::App& app, context& ctx);
 
 /// $SPOOL_DATABASE_URL, else the config's database_url, else the managed
 /// local cluster (started on demand).

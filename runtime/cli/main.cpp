@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
   cli::add_config_commands(app, ctx);
   cli::add_queue_commands(app, ctx);
   cli::add_run_commands(app, ctx);
+  cli::add_demo_command(app, ctx);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {

@@ -81,6 +81,10 @@ struct outcome_record {
   double cost = 0;
   std::string error_class;
   std::string message;
+  /// When the execution really started and ended (microseconds since the
+  /// epoch, the worker's clock); 0 when unknown (then: claim and record time).
+  int64_t started_us = 0;
+  int64_t finished_us = 0;
 };
 
 struct recorded {

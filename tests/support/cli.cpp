@@ -2,10 +2,16 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <array>
+#include <chrono>
+#include <csignal>
+#include <fstream>
+#include <sstream>
+#include <thread>
 #include <cerrno>
 #include <cstdlib>
 #include <stdexcept>
@@ -77,6 +83,83 @@ cli_result run_spool(const std::vector<std::string>& args,
   ::waitpid(pid, &status, 0);
   res.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   return res;
+}
+
+spool_process::spool_process(const std::vector<std::string>& args,
+                             const std::map<std::string, std::string>& env) {
+  log_ = temp_file("", ".log");
+  std::vector<std::string> argv_s{SPOOL_BINARY};
+  argv_s.insert(argv_s.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : argv_s)
+    argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_ = ::fork();
+  if (pid_ == 0) {
+    int fd = ::open(log_.c_str(), O_WRONLY | O_TRUNC);
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    int devnull = ::open("/dev/null", O_RDONLY);
+    ::dup2(devnull, 0);
+    for (auto& [k, v] : env)
+      ::setenv(k.c_str(), v.c_str(), 1);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+}
+
+spool_process::~spool_process() {
+  if (running()) {
+    ::kill(pid_, SIGKILL);
+    wait(10);
+  }
+  ::unlink(log_.c_str());
+}
+
+void spool_process::signal(int sig) const {
+  ::kill(pid_, sig);
+}
+
+bool spool_process::running() {
+  if (reaped_)
+    return false;
+  int status = 0;
+  struct rusage usage {};
+  if (::wait4(pid_, &status, WNOHANG, &usage) == pid_) {
+    reaped_ = true;
+    max_rss_kb_ = usage.ru_maxrss;
+    status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return false;
+  }
+  return true;
+}
+
+int spool_process::wait(double timeout_s) {
+  auto deadline = std::chrono::steady_clock::now()
+                  + std::chrono::milliseconds{static_cast<int64_t>(timeout_s * 1000)};
+  while (running()) {
+    if (std::chrono::steady_clock::now() > deadline)
+      return -1;
+    std::this_thread::sleep_for(std::chrono::milliseconds{10});
+  }
+  return status_;
+}
+
+std::string spool_process::output() const {
+  std::ifstream in{log_};
+  std::stringstream buf;
+  buf << in.rdbuf();
+  return buf.str();
+}
+
+std::string temp_file(const std::string& text, const std::string& suffix) {
+  std::string tmpl = "/tmp/spool_testXXXXXX" + suffix;
+  int fd = ::mkstemps(tmpl.data(), static_cast<int>(suffix.size()));
+  if (fd < 0)
+    throw std::runtime_error("mkstemps failed");
+  ::close(fd);
+  std::ofstream{tmpl} << text;
+  return tmpl;
 }
 
 } // namespace spool::test

@@ -19,4 +19,37 @@ cli_result run_spool(const std::vector<std::string>& args,
                      const std::map<std::string, std::string>& env = {},
                      const std::string& stdin_data = {});
 
+/// A spool process running in the background (e.g. `spool run`); its
+/// stdout and stderr go to a file. Killed (SIGKILL) if still running when
+/// destroyed.
+class spool_process {
+public:
+  spool_process(const std::vector<std::string>& args,
+                const std::map<std::string, std::string>& env = {});
+  ~spool_process();
+  spool_process(const spool_process&) = delete;
+  spool_process& operator=(const spool_process&) = delete;
+
+  int pid() const noexcept { return pid_; }
+  void signal(int sig) const;
+  /// Waits up to `timeout_s` for the exit; returns the exit code (128 +
+  /// signal when killed), or -1 on timeout.
+  int wait(double timeout_s);
+  bool running();
+  /// Everything it printed so far.
+  std::string output() const;
+  /// Peak resident set size in KiB, known once it has exited.
+  long max_rss_kb() const noexcept { return max_rss_kb_; }
+
+private:
+  int pid_ = -1;
+  int status_ = -1;
+  long max_rss_kb_ = 0;
+  bool reaped_ = false;
+  std::string log_;
+};
+
+/// Writes `text` to a new temporary file and returns its path.
+std::string temp_file(const std::string& text, const std::string& suffix = ".json");
+
 } // namespace spool::test

@@ -1,0 +1,74 @@
+#pragma once
+// Shared plumbing of the worker benchmarks: a fresh database on the local
+// cluster, bulk enqueue, and a real `spool run` process timed from its start
+// to its exit.
+
+#include "runtime/pg/connection.hpp"
+#include "runtime/store/store.hpp"
+#include "tests/support/cli.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+namespace spool::bench {
+
+inline void enqueue_bulk(pg::connection& conn, int n, int channels,
+                         const std::vector<store::pipeline_stage>& pipeline,
+                         const std::string& payload = "{}") {
+  store::store q{conn};
+  for (int done = 0; done < n;) {
+    int chunk = std::min(n - done, 50'000);
+    std::vector<store::new_task> tasks(static_cast<size_t>(chunk));
+    for (int i = 0; i < chunk; ++i) {
+      tasks[static_cast<size_t>(i)].channel_id = "ch" + std::to_string((done + i) % channels);
+      tasks[static_cast<size_t>(i)].payload = payload;
+    }
+    q.enqueue(tasks, pipeline);
+    done += chunk;
+  }
+  conn.exec("VACUUM ANALYZE");
+}
+
+struct worker_run {
+  double seconds = 0;
+  int exit_code = -1;
+  long max_rss_kb = 0;
+  std::string output;
+};
+
+/// Runs `spool run --exit-when-idle` with `config_json` until it exits.
+inline worker_run run_worker(const std::string& url, const std::string& config_json,
+                             double timeout_s = 600) {
+  auto cfg = test::temp_file(config_json);
+  auto start = std::chrono::steady_clock::now();
+  test::spool_process p{{"--log-level", "warn", "run", "--config", cfg, "--exit-when-idle"},
+                        {{"SPOOL_DATABASE_URL", url}}};
+  worker_run r;
+  r.exit_code = p.wait(timeout_s);
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  r.max_rss_kb = p.max_rss_kb();
+  r.output = p.output();
+  std::remove(cfg.c_str());
+  if (r.exit_code != 0)
+    std::fprintf(stderr, "worker exited %d:\n%s\n", r.exit_code, r.output.c_str());
+  return r;
+}
+
+inline double percentile(std::vector<double> xs, double p) {
+  if (xs.empty())
+    return 0;
+  std::sort(xs.begin(), xs.end());
+  auto i = static_cast<size_t>(p * static_cast<double>(xs.size() - 1) + 0.5);
+  return xs[std::min(i, xs.size() - 1)];
+}
+
+/// Worker settings for benchmarks: quick idle detection.
+inline std::string bench_worker_json(int claim_batch_limit = 100) {
+  return R"("worker": {"idle_poll_s": 0.05, "heartbeat_interval_s": 1, "lease_s": 30,
+    "claim_batch_limit": )" + std::to_string(claim_batch_limit) + "}";
+}
+
+} // namespace spool::bench
