@@ -16,9 +16,11 @@ int main(int argc, char** argv) {
   test::fresh_database db;
   pg::connection conn{db.url()};
   bench::enqueue_bulk(conn, jobs, 100, {{"slow", {}, false, 3}});
-  auto cfg = "{" + bench::bench_worker_json(1000) + R"(, "stages": [{"name": "slow",
-    "max_concurrent": )" + std::to_string(jobs) +
-             R"(, "timeout_s": 120, "executor": {"latency": {"dist": "fixed", "ms": 10000}}}]})";
+  std::string cfg = "{";
+  cfg += bench::bench_worker_json(1000);
+  cfg += R"(, "stages": [{"name": "slow", "max_concurrent": )";
+  cfg += std::to_string(jobs);
+  cfg += R"(, "timeout_s": 120, "executor": {"latency": {"dist": "fixed", "ms": 10000}}}]})";
   auto r = bench::run_worker(db.url(), cfg);
   auto res = conn.exec(
     "SELECT extract(epoch FROM max(started_at) - min(started_at))::float8, "

@@ -20,9 +20,11 @@ int main(int argc, char** argv) {
     test::fresh_database db;
     pg::connection conn{db.url()};
     bench::enqueue_bulk(conn, jobs, 100, {{"noop", {}, false, 3}});
-    auto cfg = "{" + bench::bench_worker_json() + R"(, "stages": [{"name": "noop",
-      "max_concurrent": )" + std::to_string(concurrency) +
-               R"(, "executor": {"latency": {"dist": "fixed", "ms": 0}}}]})";
+    std::string cfg = "{";
+    cfg += bench::bench_worker_json();
+    cfg += R"(, "stages": [{"name": "noop", "max_concurrent": )";
+    cfg += std::to_string(concurrency);
+    cfg += R"(, "executor": {"latency": {"dist": "fixed", "ms": 0}}}]})";
     auto r = bench::run_worker(db.url(), cfg);
     auto done = conn.exec("SELECT count(*) FROM stage_runs WHERE state = 'done'").i64(0, 0);
     auto busy = conn.exec("SELECT extract(epoch FROM max(finished_at) - min(started_at))::float8 "

@@ -10,6 +10,7 @@
 #include "tests/support/test_db.hpp"
 
 #include <cstdlib>
+#include <csignal>
 #include <map>
 #include <thread>
 

@@ -276,3 +276,33 @@ TEST_CASE_METHOD(worker_fixture, "a result that arrives after the lease was lost
   w.signal(SIGTERM);
   CHECK(w.wait(30) == 0);
 }
+
+TEST_CASE_METHOD(worker_fixture, "cancelling a task stops its running command", "[db][worker]") {
+  auto pids = test::temp_file("", ".pids");
+  auto cfg = worker_config(R"(
+    {"name": "a", "max_concurrent": 1, "timeout_s": 120, "executor": {"kind": "command",
+      "kill_grace_s": 0.5, "argv": ["sh", "-c", "echo $$ >> )" + pids + R"(; exec sleep 60"]}})");
+  enqueue(cfg, 1);
+  spool_process w{{"run", "--config", cfg}, env};
+  REQUIRE(wait_for("SELECT count(*) FROM stage_runs WHERE state = 'running'", 1));
+  int pid = 0;
+  for (int i = 0; i < 200 && pid == 0; ++i) {
+    std::ifstream in{pids};
+    in >> pid;
+    if (pid == 0)
+      std::this_thread::sleep_for(20ms);
+  }
+  REQUIRE(pid > 0);
+  auto res = test::run_spool({"cancel", std::to_string(scalar("SELECT id FROM tasks"))}, env);
+  CHECK(res.exit_code == 0);
+  auto deadline = std::chrono::steady_clock::now() + 15s;
+  while (::kill(pid, 0) == 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(20ms);
+  CHECK(::kill(pid, 0) == -1);
+  CHECK(conn.exec("SELECT state::text FROM tasks").str(0, 0) == "cancelled");
+  w.signal(SIGTERM);
+  CHECK(w.wait(30) == 0);
+  CHECK_THAT(w.output(), Catch::Contains("cancelled; stopping it"));
+  std::remove(pids.c_str());
+  std::remove(cfg.c_str());
+}
