@@ -18,6 +18,30 @@
 
 namespace spool::test {
 
+namespace {
+
+/// Runs in the forked child: applies `env` ("<unset>" removes a variable)
+/// and execs the spool binary with `args`; never returns.
+[[noreturn]] void exec_spool(const std::vector<std::string>& args,
+                             const std::map<std::string, std::string>& env) {
+  std::vector<std::string> argv_s{SPOOL_BINARY};
+  argv_s.insert(argv_s.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : argv_s)
+    argv.push_back(a.data());
+  argv.push_back(nullptr);
+  for (auto& [k, v] : env) {
+    if (v == "<unset>")
+      ::unsetenv(k.c_str());
+    else
+      ::setenv(k.c_str(), v.c_str(), 1);
+  }
+  ::execv(argv[0], argv.data());
+  ::_exit(127);
+}
+
+} // namespace
+
 cli_result run_spool(const std::vector<std::string>& args,
                      const std::map<std::string, std::string>& env,
                      const std::string& stdin_data) {
@@ -25,25 +49,12 @@ cli_result run_spool(const std::vector<std::string>& args,
   if (::pipe2(out_pipe, O_CLOEXEC) || ::pipe2(err_pipe, O_CLOEXEC)
       || ::pipe2(in_pipe, O_CLOEXEC))
     throw std::runtime_error("pipe failed");
-  std::vector<std::string> argv_s{SPOOL_BINARY};
-  argv_s.insert(argv_s.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& a : argv_s)
-    argv.push_back(a.data());
-  argv.push_back(nullptr);
   pid_t pid = ::fork();
   if (pid == 0) {
     ::dup2(in_pipe[0], 0);
     ::dup2(out_pipe[1], 1);
     ::dup2(err_pipe[1], 2);
-    for (auto& [k, v] : env) {
-      if (v == "<unset>")
-        ::unsetenv(k.c_str());
-      else
-        ::setenv(k.c_str(), v.c_str(), 1);
-    }
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
+    exec_spool(args, env);
   }
   ::close(in_pipe[0]);
   ::close(out_pipe[1]);
@@ -88,12 +99,6 @@ cli_result run_spool(const std::vector<std::string>& args,
 spool_process::spool_process(const std::vector<std::string>& args,
                              const std::map<std::string, std::string>& env) {
   log_ = temp_file("", ".log");
-  std::vector<std::string> argv_s{SPOOL_BINARY};
-  argv_s.insert(argv_s.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& a : argv_s)
-    argv.push_back(a.data());
-  argv.push_back(nullptr);
   pid_ = ::fork();
   if (pid_ == 0) {
     int fd = ::open(log_.c_str(), O_WRONLY | O_TRUNC);
@@ -101,10 +106,7 @@ spool_process::spool_process(const std::vector<std::string>& args,
     ::dup2(fd, 2);
     int devnull = ::open("/dev/null", O_RDONLY);
     ::dup2(devnull, 0);
-    for (auto& [k, v] : env)
-      ::setenv(k.c_str(), v.c_str(), 1);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
+    exec_spool(args, env);
   }
 }
 
