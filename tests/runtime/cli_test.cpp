@@ -57,7 +57,7 @@ TEST_CASE("migrate status lists every migration as applied on a migrated databas
                         && Catch::Contains("0 pending"));
 }
 
-TEST_CASE("--log-format json writes one JSON object a line", "[cli][db]") {
+TEST_CASE("the json log format writes one JSON object a line", "[cli][db]") {
   spool::test::fresh_database db{false};
   auto res = run_spool({"--log-format", "json", "migrate", "up"},
                        {{"SPOOL_DATABASE_URL", db.url()}});

