@@ -5,16 +5,20 @@
 //  - each supervisor (one worker id) has a claim connection that claims by
 //    idle credit (10 or 32 runs per call) and a record connection that
 //    flushes, in one call, every outcome that finished since its last flush
-//    (capped at --flush-max, default 500); claiming goes on meanwhile;
-//  - a supervisor holds at most --window unrecorded outcomes (default 512):
-//    past that its claimer waits for the recorder, as a pool's credit would.
+//    (at most 500); claiming goes on meanwhile;
+//  - a supervisor holds at most 512 unrecorded outcomes: past that its
+//    claimer waits for the recorder, as a pool's credit would.
 //
 // In the same run it measures a bare baseline: a plain table, one statement
 // per transaction (claim 50 rows FOR UPDATE SKIP LOCKED and mark them done),
 // with as many threads as the Spool run has connections. Each round runs
-// the baseline and Spool back to back; the medians over rounds and the
-// ratio Spool / baseline are printed (compare ratios measured in one run:
-// this box is shared and absolute numbers drift).
+// the baseline and Spool back to back on one fresh database; the medians
+// over rounds and the ratio Spool / baseline are printed (compare ratios
+// measured in one run: this box is shared and absolute numbers drift).
+// Besides runs/s, each line shows the server CPU a run costs (read from
+// /proc for the run's own backends, so other load on the box does not count;
+// 10 ms ticks), split into the claim and the record connections, the client's
+// CPU, call counts and latencies, and the WAL written per run.
 //
 //   ./dev.sh bench store_throughput [runs] [supervisors] [rounds]
 //   defaults: 20000 runs, 2 supervisors (4 connections), 5 rounds
@@ -24,6 +28,8 @@
 #include "tests/support/test_db.hpp"
 
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -33,7 +39,9 @@
 #include <cstdlib>
 #include <deque>
 #include <fstream>
+#include <memory>
 #include <mutex>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -84,9 +92,67 @@ struct cpu_sample {
   }
 };
 
+/// CPU seconds (user + system) a server backend has used so far, from
+/// /proc/<pid>/stat (the cluster is local): what one connection costs the
+/// server, whatever else runs on the machine.
+double backend_cpu_s(int pid) {
+  std::ifstream in{"/proc/" + std::to_string(pid) + "/stat"};
+  std::string line;
+  std::getline(in, line);
+  auto close = line.rfind(')'); // the command name may contain spaces
+  if (close == std::string::npos)
+    return 0;
+  std::istringstream rest{line.substr(close + 2)};
+  std::string field;
+  double utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i == 14)
+      utime = std::stod(field);
+    if (i == 15)
+      stime = std::stod(field);
+  }
+  return (utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+int backend_pid(pg::connection& c) {
+  return static_cast<int>(c.exec("SELECT pg_backend_pid()").i64(0, 0));
+}
+
+/// CPU seconds this process (the client side) has used so far.
+double client_cpu_s() {
+  rusage ru{};
+  ::getrusage(RUSAGE_SELF, &ru);
+  auto secs = [](const timeval& tv) { return tv.tv_sec + tv.tv_usec / 1e6; };
+  return secs(ru.ru_utime) + secs(ru.ru_stime);
+}
+
+/// Server CPU seconds used by a set of backends between two readings.
+struct backend_cpu {
+  std::vector<int> pids;
+  std::vector<double> at_start;
+  void start() {
+    at_start.clear();
+    for (int pid : pids)
+      at_start.push_back(backend_cpu_s(pid));
+  }
+  double used() const {
+    double total = 0;
+    for (size_t i = 0; i < pids.size(); ++i)
+      total += backend_cpu_s(pids[i]) - at_start[i];
+    return total;
+  }
+};
+
+/// What one measured run cost.
+struct measured {
+  double rate = 0;           // runs/s
+  double server_us = 0;      // server CPU per run (the run's backends)
+  double client_us = 0;      // client CPU per run (this process)
+};
+
 // -- the bare baseline ---------------------------------------------------------
 
-double bare_rate(const std::string& url, int runs, int threads) {
+measured bare_rate(const std::string& url, int runs, int threads) {
   {
     pg::connection conn{url};
     conn.exec_script(R"(
@@ -102,17 +168,24 @@ double bare_rate(const std::string& url, int runs, int threads) {
               {pg::to_param(runs)});
     conn.exec("VACUUM ANALYZE bare_jobs");
   }
+  std::vector<std::unique_ptr<pg::connection>> conns;
+  backend_cpu server;
+  for (int t = 0; t < threads; ++t) {
+    conns.push_back(std::make_unique<pg::connection>(url));
+    server.pids.push_back(backend_pid(*conns.back()));
+  }
   std::atomic<int64_t> done{0};
+  server.start();
+  double client0 = client_cpu_s();
   auto start = clock_type::now();
   std::vector<std::thread> pool;
-  for (int t = 0; t < threads; ++t)
-    pool.emplace_back([&] {
-      pg::connection c{url};
+  for (auto& conn : conns)
+    pool.emplace_back([&, c = conn.get()] {
       for (;;) {
-        auto n = c.exec_prepared("WITH picked AS (SELECT id FROM bare_jobs WHERE state = 'ready' "
-                                 "ORDER BY id LIMIT 50 FOR UPDATE SKIP LOCKED) "
-                                 "UPDATE bare_jobs j SET state = 'done', finished_at = now() "
-                                 "FROM picked WHERE j.id = picked.id")
+        auto n = c->exec_prepared("WITH picked AS (SELECT id FROM bare_jobs WHERE state = 'ready' "
+                                  "ORDER BY id LIMIT 50 FOR UPDATE SKIP LOCKED) "
+                                  "UPDATE bare_jobs j SET state = 'done', finished_at = now() "
+                                  "FROM picked WHERE j.id = picked.id")
                    .affected();
         if (n == 0)
           break;
@@ -121,18 +194,23 @@ double bare_rate(const std::string& url, int runs, int threads) {
     });
   for (auto& th : pool)
     th.join();
-  double secs = seconds_since(start);
+  measured m;
+  m.rate = runs / seconds_since(start);
+  m.server_us = 1e6 * server.used() / runs;
+  m.client_us = 1e6 * (client_cpu_s() - client0) / runs;
   if (done != runs)
     std::fprintf(stderr, "ERROR: baseline did %lld of %d\n", static_cast<long long>(done.load()),
                  runs);
-  return runs / secs;
+  return m;
 }
 
 // -- Spool ---------------------------------------------------------------------
 
-struct spool_result {
-  double rate = 0;
-  double cpu = 0;
+struct spool_result : measured {
+  double claim_cpu_us = 0;  // server CPU per run on the claim connections
+  double record_cpu_us = 0; // and on the record connections
+  double cpu = 0;           // busy share of the whole machine, percent
+  double wal_per_run = 0; // bytes of WAL written per run
   double claim_calls = 0;
   double record_calls = 0;
   double claim_us = 0;  // mean latency of a claim call
@@ -143,8 +221,13 @@ struct spool_result {
 class supervisor {
 public:
   supervisor(const std::string& url, std::string worker, int credit, const options& opt)
-    : url_(url), worker_(std::move(worker)), credit_(credit), opt_(opt) {
+    : claim_conn_(url), record_conn_(url), worker_(std::move(worker)), credit_(credit),
+      opt_(opt) {
   }
+
+  /// The server backends of its claim and record connections.
+  int claim_pid() { return backend_pid(claim_conn_); }
+  int record_pid() { return backend_pid(record_conn_); }
 
   void start() {
     claimer_ = std::thread{[this] { claim_loop(); }};
@@ -163,8 +246,7 @@ public:
 
 private:
   void claim_loop() {
-    pg::connection c{url_};
-    store::store q{c};
+    store::store q{claim_conn_};
     for (;;) {
       {
         std::unique_lock lock{mu_};
@@ -186,8 +268,7 @@ private:
   }
 
   void record_loop() {
-    pg::connection c{url_};
-    store::store q{c};
+    store::store q{record_conn_};
     std::vector<store::outcome_record> batch;
     for (;;) {
       batch.clear();
@@ -213,7 +294,8 @@ private:
     }
   }
 
-  std::string url_;
+  pg::connection claim_conn_;
+  pg::connection record_conn_;
   std::string worker_;
   size_t credit_;
   const options& opt_;
@@ -239,9 +321,21 @@ spool_result spool_rate(const std::string& url, int credit, const options& opt) 
     conn.exec("VACUUM ANALYZE");
   }
   std::vector<std::unique_ptr<supervisor>> sups;
-  for (int s = 0; s < opt.supervisors; ++s)
+  backend_cpu claims, records;
+  for (int s = 0; s < opt.supervisors; ++s) {
     sups.push_back(std::make_unique<supervisor>(url, "bench-" + std::to_string(s), credit, opt));
+    claims.pids.push_back(sups.back()->claim_pid());
+    records.pids.push_back(sups.back()->record_pid());
+  }
+  auto wal_lsn = [&] {
+    pg::connection c{url};
+    return c.exec("SELECT pg_current_wal_lsn()::text").str(0, 0);
+  };
+  auto lsn0 = wal_lsn();
   auto cpu0 = cpu_sample::now();
+  claims.start();
+  records.start();
+  double client0 = client_cpu_s();
   auto start = clock_type::now();
   for (auto& s : sups)
     s->start();
@@ -250,6 +344,18 @@ spool_result spool_rate(const std::string& url, int credit, const options& opt) 
   spool_result out;
   out.rate = opt.runs / seconds_since(start);
   out.cpu = cpu_sample::now().busy_since(cpu0);
+  out.claim_cpu_us = 1e6 * claims.used() / opt.runs;
+  out.record_cpu_us = 1e6 * records.used() / opt.runs;
+  out.server_us = out.claim_cpu_us + out.record_cpu_us;
+  out.client_us = 1e6 * (client_cpu_s() - client0) / opt.runs;
+  {
+    pg::connection c{url};
+    out.wal_per_run = static_cast<double>(
+                        c.exec("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::bigint",
+                               {lsn0})
+                          .i64(0, 0))
+                      / opt.runs;
+  }
   double claim_secs = 0, record_secs = 0;
   for (auto& s : sups) {
     out.claim_calls += static_cast<double>(s->claim_calls);
@@ -284,23 +390,30 @@ int main(int argc, char** argv) {
               "baseline: %d threads x (claim 50 + done) per transaction; %d rounds\n",
               opt.runs, opt.supervisors, connections, opt.rounds);
   for (int credit : {10, 32}) {
-    std::vector<double> bare, ours, ratios, per_record;
+    std::vector<double> bare, ours, ratios, bare_cpu, our_cpu, cpu_ratios;
     for (int round = 0; round < opt.rounds; ++round) {
       test::fresh_database db;
-      double b = bare_rate(db.url(), opt.runs, connections);
+      auto b = bare_rate(db.url(), opt.runs, connections);
       auto s = spool_rate(db.url(), credit, opt);
-      bare.push_back(b);
+      bare.push_back(b.rate);
       ours.push_back(s.rate);
-      ratios.push_back(s.rate / b);
-      per_record.push_back(opt.runs / s.record_calls);
-      std::printf("  credit %2d round %d: baseline %7.0f/s  spool %7.0f runs/s  ratio %.2f  "
-                  "(%.0f claims of %.0f us, %.0f records of %.0f runs in %.0f us; "
-                  "machine cpu %.0f%%)\n",
-                  credit, round + 1, b, s.rate, s.rate / b, s.claim_calls, s.claim_us,
-                  s.record_calls, opt.runs / s.record_calls, s.record_us, s.cpu);
+      ratios.push_back(s.rate / b.rate);
+      bare_cpu.push_back(b.server_us);
+      our_cpu.push_back(s.server_us);
+      cpu_ratios.push_back(s.server_us / b.server_us);
+      std::printf("  credit %2d round %d: baseline %6.0f/s, spool %6.0f runs/s: ratio %.2f | "
+                  "server cpu/run %4.1f us (claim %4.1f + record %4.1f) vs %4.1f us, "
+                  "client %3.1f us | %.0f claims of %.0f us, %.0f records of %.0f runs in "
+                  "%.0f us | machine busy %.0f%%, WAL %.0f B/run\n",
+                  credit, round + 1, b.rate, s.rate, s.rate / b.rate, s.server_us,
+                  s.claim_cpu_us, s.record_cpu_us, b.server_us, s.client_us, s.claim_calls,
+                  s.claim_us, s.record_calls, opt.runs / s.record_calls, s.record_us, s.cpu,
+                  s.wal_per_run);
       std::fflush(stdout);
     }
-    std::printf("credit %2d median: baseline %7.0f/s  spool %7.0f runs/s  ratio %.2f\n", credit,
-                median(bare), median(ours), median(ratios));
+    std::printf("credit %2d median: baseline %6.0f/s, spool %6.0f runs/s, ratio %.2f; "
+                "server cpu/run %.1f us vs %.1f us (x%.1f)\n",
+                credit, median(bare), median(ours), median(ratios), median(our_cpu),
+                median(bare_cpu), median(cpu_ratios));
   }
 }

@@ -84,7 +84,7 @@ CREATE TABLE IF NOT EXISTS stage_runs (
   updated_at       TIMESTAMPTZ NOT NULL DEFAULT now(),
   finished_at      TIMESTAMPTZ,
   UNIQUE (task_id, stage)
-);
+) WITH (fillfactor = 75); -- room for a claim's and an outcome's new row version on its page
 -- The claim index: only ready runs, in claim order.
 CREATE INDEX IF NOT EXISTS stage_runs_claim_idx
   ON stage_runs (stage, priority, fair_round, fair_seq) WHERE state = 'ready';
@@ -94,8 +94,10 @@ CREATE INDEX IF NOT EXISTS stage_runs_lease_idx
   ON stage_runs (lease_expires_at) WHERE state = 'running';
 
 CREATE TABLE IF NOT EXISTS stage_attempts (
-  id            BIGSERIAL PRIMARY KEY,
-  stage_run_id  BIGINT NOT NULL REFERENCES stage_runs (id) ON DELETE CASCADE,
+  id            BIGSERIAL,
+  -- no foreign keys: attempts are history, written on the hot path, and
+  -- deleted with their task by whoever deletes tasks
+  stage_run_id  BIGINT NOT NULL,
   task_id       BIGINT NOT NULL, -- the run's task (deleted with the run)
   stage         TEXT NOT NULL,
   attempt       INTEGER NOT NULL,
@@ -108,9 +110,8 @@ CREATE TABLE IF NOT EXISTS stage_attempts (
   error_class   TEXT,
   error_message TEXT,
   cost          NUMERIC(14, 6) NOT NULL DEFAULT 0,
-  UNIQUE (stage_run_id, attempt)
-);
-CREATE INDEX IF NOT EXISTS stage_attempts_task_idx ON stage_attempts (task_id);
+  PRIMARY KEY (stage_run_id, attempt)
+) WITH (fillfactor = 50); -- room for the outcome update to stay on its page (HOT)
 
 CREATE TABLE IF NOT EXISTS workers (
   id             TEXT PRIMARY KEY,

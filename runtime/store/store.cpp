@@ -3,6 +3,12 @@
 #include "runtime/logging.hpp"
 #include "runtime/pg/connection.hpp"
 
+#include <libpq-fe.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <thread>
+
 namespace spool::store {
 
 std::string_view to_string(priority p) noexcept {
@@ -61,6 +67,29 @@ std::string pipeline_json(const std::vector<pipeline_stage>& pipeline) {
   return out + "]";
 }
 
+/// Runs `fn` (one statement that is its own transaction) again when the
+/// server aborted it as a deadlock victim or a serialization failure: the
+/// transaction rolled back whole, so nothing of it was applied. Deadlocks
+/// cannot happen between claims and outcomes (see 0002_queue); a cancel or a
+/// priority change racing an outcome of the same task can rarely meet one.
+/// Inside a caller's transaction it rethrows: that transaction is lost.
+template <class F>
+auto with_retry(pg::connection& conn, F&& fn) {
+  constexpr int attempts = 4;
+  for (int attempt = 1;; ++attempt) {
+    try {
+      return fn();
+    } catch (const pg::error& e) {
+      if (!e.retryable() || attempt == attempts || !conn.ok()
+          || PQtransactionStatus(conn.native()) != PQTRANS_IDLE)
+        throw;
+      spdlog::warn("{}: {} (retrying, attempt {} of {})", e.context(), e.message(),
+                   attempt + 1, attempts);
+      std::this_thread::sleep_for(std::chrono::milliseconds{2 * attempt});
+    }
+  }
+}
+
 std::vector<recorded> read_recorded(const pg::result& res) {
   std::vector<recorded> out;
   out.reserve(static_cast<size_t>(res.rows()));
@@ -102,12 +131,14 @@ std::vector<enqueued> store::enqueue(const std::vector<new_task>& tasks,
 std::vector<claimed_run> store::claim(std::string_view stage, int limit,
                                       std::string_view worker,
                                       std::chrono::milliseconds lease) {
-  auto res = conn_.exec_prepared(
-    "SELECT run_id, task_id, stage, attempt, failed_attempts, channel_id, priority, "
-    "payload, inputs FROM spool_claim($1, $2, $3, $4)",
-    {pg::to_param(stage), pg::to_param(limit), pg::to_param(worker),
-     pg::to_param(static_cast<int64_t>(lease.count()))},
-    "claiming stage runs");
+  pg::params ps{pg::to_param(stage), pg::to_param(limit), pg::to_param(worker),
+                pg::to_param(static_cast<int64_t>(lease.count()))};
+  auto res = with_retry(conn_, [&] {
+    return conn_.exec_prepared(
+      "SELECT run_id, task_id, stage, attempt, failed_attempts, channel_id, priority, "
+      "payload, inputs FROM spool_claim($1, $2, $3, $4)",
+      ps, "claiming stage runs");
+  });
   std::vector<claimed_run> out;
   out.reserve(static_cast<size_t>(res.rows()));
   for (int i = 0; i < res.rows(); ++i)
@@ -123,7 +154,7 @@ std::vector<recorded> store::record(std::string_view worker,
     return {};
   std::vector<std::string> workers, kinds, classes, messages;
   std::vector<std::optional<std::string>> outputs;
-  std::vector<int64_t> runs, attempts, delays;
+  std::vector<int64_t> runs, attempts, delays, started, finished;
   std::vector<double> costs;
   for (auto& o : outcomes) {
     workers.emplace_back(worker);
@@ -135,15 +166,21 @@ std::vector<recorded> store::record(std::string_view worker,
     costs.push_back(o.cost);
     classes.push_back(o.error_class);
     messages.push_back(o.message);
+    started.push_back(o.started_us);
+    finished.push_back(o.finished_us);
   }
-  auto res = conn_.exec_prepared(
-    "SELECT run_id, accepted, state FROM spool_record_outcomes($1, $2, $3, $4, $5, "
-    "$6::jsonb[], $7, $8, $9)",
-    {pg::array_literal(workers), pg::array_literal(runs), pg::array_literal(attempts),
-     pg::array_literal(kinds), pg::array_literal(delays), pg::array_literal(outputs),
-     pg::array_literal(costs), pg::array_literal(classes), pg::array_literal(messages)},
-    "recording stage outcomes");
-  return read_recorded(res);
+  pg::params ps{pg::array_literal(workers),  pg::array_literal(runs),
+                pg::array_literal(attempts), pg::array_literal(kinds),
+                pg::array_literal(delays),   pg::array_literal(outputs),
+                pg::array_literal(costs),    pg::array_literal(classes),
+                pg::array_literal(messages), pg::array_literal(started),
+                pg::array_literal(finished)};
+  return read_recorded(with_retry(conn_, [&] {
+    return conn_.exec_prepared(
+      "SELECT run_id, accepted, state FROM spool_record_outcomes($1, $2, $3, $4, $5, "
+      "$6::jsonb[], $7, $8, $9, $10, $11)",
+      ps, "recording stage outcomes");
+  }));
 }
 
 int store::heartbeat(std::string_view worker, std::chrono::milliseconds lease) {
@@ -155,9 +192,10 @@ int store::heartbeat(std::string_view worker, std::chrono::milliseconds lease) {
 }
 
 std::vector<recorded> store::rescue(int limit) {
-  return read_recorded(conn_.exec_prepared("SELECT run_id, accepted, state FROM spool_rescue($1)",
-                                           {pg::to_param(limit)},
-                                           "rescuing expired leases"));
+  return read_recorded(with_retry(conn_, [&] {
+    return conn_.exec_prepared("SELECT run_id, accepted, state FROM spool_rescue($1)",
+                               {pg::to_param(limit)}, "rescuing expired leases");
+  }));
 }
 
 void store::register_worker(const worker_info& w) {
@@ -173,12 +211,16 @@ void store::worker_stopped(std::string_view worker) {
 }
 
 bool store::set_priority(int64_t task_id, priority p) {
-  return conn_.query("SELECT spool_set_priority($1, $2)", task_id, to_string(p))
+  return with_retry(conn_, [&] {
+           return conn_.query("SELECT spool_set_priority($1, $2)", task_id, to_string(p));
+         })
     .boolean(0, 0);
 }
 
 std::vector<store::cancelled_run> store::cancel(int64_t task_id) {
-  auto res = conn_.query("SELECT run_id, was_running FROM spool_cancel($1)", task_id);
+  auto res = with_retry(conn_, [&] {
+    return conn_.query("SELECT run_id, was_running FROM spool_cancel($1)", task_id);
+  });
   std::vector<cancelled_run> out;
   for (int i = 0; i < res.rows(); ++i)
     out.push_back({res.i64(i, 0), res.boolean(i, 1)});
@@ -186,10 +228,18 @@ std::vector<store::cancelled_run> store::cancel(int64_t task_id) {
 }
 
 bool store::has_pending_work() {
+  // One probe per partial index, each the first entry in its order: cheap at
+  // any depth. (An EXISTS over "state IN (...)" may be planned as a scan of
+  // the whole table, which at a million finished runs takes seconds.)
   return conn_
-    .exec_prepared("SELECT EXISTS (SELECT 1 FROM stage_runs WHERE state IN "
-                   "('ready', 'running', 'scheduled'))",
-                   {}, "checking for pending work")
+    .exec_prepared(
+      "SELECT coalesce("
+      "(SELECT true FROM stage_runs WHERE state = 'ready' "
+      "  ORDER BY stage, priority, fair_round, fair_seq LIMIT 1), "
+      "(SELECT true FROM stage_runs WHERE state = 'running' ORDER BY lease_expires_at LIMIT 1), "
+      "(SELECT true FROM stage_runs WHERE state = 'scheduled' ORDER BY stage, ready_at LIMIT 1), "
+      "false)",
+      {}, "checking for pending work")
     .boolean(0, 0);
 }
 

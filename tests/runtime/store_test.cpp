@@ -367,3 +367,222 @@ TEST_CASE_METHOD(queue_fixture, "heartbeats extend only the worker's own leases"
   REQUIRE(rescued.size() == 1);
   CHECK(text("SELECT lease_owner FROM stage_runs WHERE state = 'running'") == "w1");
 }
+
+TEST_CASE_METHOD(queue_fixture,
+                 "one batch of mixed outcomes applies each, and refuses only the stale one",
+                 "[db][store]") {
+  std::vector<store::pipeline_stage> dag{{"a", {}, false, 3}, {"b", {"a"}, false, 3}};
+  auto done_task = enqueue_one("A", priority::normal, dag);
+  auto retry_task = enqueue_one("B", priority::normal, dag);
+  auto snooze_task = enqueue_one("C", priority::normal, dag);
+  auto fail_task = enqueue_one("D", priority::normal, dag);
+  auto stale_task = enqueue_one("E", priority::normal, dag);
+  auto got = q.claim("a", 5, "w1", 30s);
+  REQUIRE(got.size() == 5);
+  std::map<int64_t, store::claimed_run> by_task;
+  for (auto& r : got)
+    by_task[r.task_id] = r;
+  // The stale run was cancelled meanwhile: its outcome must change nothing.
+  q.cancel(stale_task);
+
+  auto fail = with_kind(by_task[fail_task], record_kind::fail);
+  fail.message = "bad input";
+  auto res = q.record("w1", {with_kind(by_task[snooze_task], record_kind::snooze, 1h),
+                             ok(by_task[stale_task], R"({"video_url":"/stale.mp4"})"),
+                             ok(by_task[done_task], R"({"video_url":"/a.mp4"})"),
+                             fail, with_kind(by_task[retry_task], record_kind::retry)});
+  REQUIRE(res.size() == 5);
+  // Input order, with the state each run is in now.
+  CHECK(res[0].run_id == by_task[snooze_task].run_id);
+  CHECK(res[0].accepted);
+  CHECK(res[0].state == "scheduled");
+  CHECK(res[1].run_id == by_task[stale_task].run_id);
+  CHECK_FALSE(res[1].accepted);
+  CHECK(res[1].state == "cancelled");
+  CHECK(res[2].accepted);
+  CHECK(res[2].state == "done");
+  CHECK(res[3].accepted);
+  CHECK(res[3].state == "failed");
+  CHECK(res[4].accepted);
+  CHECK(res[4].state == "ready");
+
+  auto task_state = [&](int64_t id) {
+    return text("SELECT state::text FROM tasks WHERE id = " + std::to_string(id));
+  };
+  CHECK(task_state(done_task) == "running"); // b is ready now
+  CHECK(task_state(fail_task) == "failed");
+  CHECK(task_state(stale_task) == "cancelled");
+  CHECK(text("SELECT coalesce(video_url, '-') FROM tasks WHERE id = "
+             + std::to_string(stale_task)) == "-");
+  CHECK(text("SELECT video_url FROM tasks WHERE id = " + std::to_string(done_task)) == "/a.mp4");
+  CHECK(text("SELECT error_message FROM tasks WHERE id = " + std::to_string(fail_task))
+        == "a: bad input");
+  CHECK(scalar("SELECT retry_count FROM tasks WHERE id = " + std::to_string(retry_task)) == 1);
+  CHECK(scalar("SELECT count(*) FROM stage_runs WHERE stage = 'b' AND state = 'skipped'") == 1);
+  CHECK(scalar("SELECT count(*) FROM stage_attempts WHERE outcome IS NULL") == 0);
+  CHECK(scalar("SELECT count(*) FROM stage_attempts WHERE outcome = 'cancelled'") == 1);
+
+  // Only the done task's downstream stage is claimable; the retried run is
+  // back in the queue at once.
+  auto b = q.claim("b", 5, "w1", 30s);
+  REQUIRE(b.size() == 1);
+  CHECK(b[0].task_id == done_task);
+  CHECK(b[0].inputs == R"({"a": {"video_url": "/a.mp4"}})");
+  auto again = q.claim("a", 5, "w1", 30s);
+  REQUIRE(again.size() == 1);
+  CHECK(again[0].task_id == retry_task);
+  CHECK(again[0].failed_attempts == 1);
+}
+
+TEST_CASE_METHOD(queue_fixture,
+                 "parallel stages of the same tasks recorded by concurrent workers finish "
+                 "every task exactly once",
+                 "[db][store]") {
+  // root -> {left, right} -> join: the two middle stages of one task finish
+  // on different workers at the same moment, in batches that overlap tasks
+  // in different orders.
+  std::vector<store::pipeline_stage> dag{{"root", {}, false, 3},
+                                         {"left", {"root"}, false, 3},
+                                         {"right", {"root"}, false, 3},
+                                         {"join", {"left", "right"}, false, 3}};
+  constexpr int n = 400;
+  std::vector<store::new_task> tasks(n);
+  for (int i = 0; i < n; ++i)
+    tasks[static_cast<size_t>(i)].channel_id = "ch" + std::to_string(i % 7);
+  q.enqueue(tasks, dag);
+
+  auto drain = [url = db.url()](std::string stage, std::string worker, bool reverse) {
+    pg::connection c{url};
+    store::store s{c};
+    int refused = 0;
+    for (;;) {
+      auto got = s.claim(stage, 25, worker, 60s);
+      if (got.empty())
+        break;
+      std::vector<store::outcome_record> done;
+      for (auto& r : got)
+        done.push_back(ok(r, R"({"n":1})"));
+      if (reverse)
+        std::reverse(done.begin(), done.end());
+      for (auto& rec : s.record(worker, done))
+        refused += rec.accepted ? 0 : 1;
+    }
+    return refused;
+  };
+  CHECK(drain("root", "w0", false) == 0);
+  std::vector<std::future<int>> workers;
+  workers.push_back(std::async(std::launch::async, drain, "left", "w1", false));
+  workers.push_back(std::async(std::launch::async, drain, "right", "w2", true));
+  workers.push_back(std::async(std::launch::async, drain, "left", "w3", true));
+  workers.push_back(std::async(std::launch::async, drain, "right", "w4", false));
+  for (auto& w : workers)
+    CHECK(w.get() == 0);
+  CHECK(scalar("SELECT count(*) FROM stage_runs WHERE stage = 'join' AND state = 'ready'") == n);
+  CHECK(drain("join", "w5", false) == 0);
+
+  CHECK(scalar("SELECT count(*) FROM tasks WHERE state = 'completed' AND runs_pending = 0 "
+               "AND finished_at IS NOT NULL") == n);
+  CHECK(scalar("SELECT count(*) FROM stage_runs WHERE state = 'done' AND attempt = 1") == 4 * n);
+  CHECK(scalar("SELECT count(*) FROM stage_attempts WHERE outcome = 'ok'") == 4 * n);
+}
+
+TEST_CASE_METHOD(queue_fixture, "pending work means ready, running or scheduled runs",
+                 "[db][store]") {
+  CHECK_FALSE(q.has_pending_work());
+  enqueue_one("A", priority::normal, {{"a", {}, false, 3}, {"b", {"a"}, false, 3}});
+  CHECK(q.has_pending_work()); // a is ready
+  auto a = q.claim("a", 1, "w", 30s).at(0);
+  CHECK(q.has_pending_work()); // a is running (b is blocked)
+  q.record("w", {with_kind(a, record_kind::retry, 1h)});
+  CHECK(q.has_pending_work()); // a waits for its retry
+  conn.exec("UPDATE stage_runs SET ready_at = now() - interval '1 second' "
+            "WHERE state = 'scheduled'");
+  a = q.claim("a", 1, "w", 30s).at(0);
+  q.record("w", {ok(a)});
+  auto b = q.claim("b", 1, "w", 30s).at(0);
+  q.record("w", {ok(b)});
+  CHECK_FALSE(q.has_pending_work());
+}
+
+TEST_CASE_METHOD(queue_fixture, "a run has a lease owner exactly while it runs", "[db][store]") {
+  std::vector<store::pipeline_stage> dag{{"a", {}, false, 3}, {"b", {"a"}, false, 3}};
+  for (int i = 0; i < 6; ++i)
+    enqueue_one("ch" + std::to_string(i % 2), priority::normal, dag);
+  auto broken = [&] {
+    return scalar("SELECT count(*) FROM stage_runs "
+                  "WHERE (state = 'running') <> (lease_owner IS NOT NULL)");
+  };
+  auto got = q.claim("a", 6, "w", 30s);
+  REQUIRE(got.size() == 6);
+  CHECK(broken() == 0);
+  q.cancel(got[5].task_id);
+  q.record("w", {ok(got[0]), with_kind(got[1], record_kind::retry),
+                 with_kind(got[2], record_kind::snooze, 1h),
+                 with_kind(got[3], record_kind::release), with_kind(got[4], record_kind::fail),
+                 ok(got[5])});
+  CHECK(broken() == 0);
+  CHECK(q.claim("b", 6, "w", 30s).size() == 1);
+  CHECK(broken() == 0);
+}
+
+TEST_CASE_METHOD(queue_fixture,
+                 "a run that lands behind the head a claimer remembers is claimed within a "
+                 "second",
+                 "[db][store]") {
+  // Each session scans from the last head it saw (claimed runs leave dead
+  // index entries at the front). A writer that read the head just before a
+  // claim moved it can still place a run behind it; forge one.
+  for (int i = 0; i < 6; ++i)
+    enqueue_one("ch" + std::to_string(i % 3));
+  CHECK(q.claim("s", 3, "w", 30s).size() == 3); // rounds 1: the head moves to 2
+  auto behind = enqueue_one("late");
+  conn.exec("UPDATE stage_runs SET fair_round = 0 WHERE task_id = " + std::to_string(behind));
+  std::set<int64_t> seen;
+  for (auto& r : q.claim("s", 1, "w", 30s))
+    seen.insert(r.task_id);
+  std::this_thread::sleep_for(1100ms);
+  auto next = q.claim("s", 1, "w", 30s);
+  REQUIRE(next.size() == 1);
+  seen.insert(next[0].task_id);
+  CHECK(seen.count(behind) == 1);
+}
+
+TEST_CASE_METHOD(queue_fixture, "an attempt keeps the times its execution really ran",
+                 "[db][store]") {
+  enqueue_one("A");
+  enqueue_one("B");
+  auto got = q.claim("s", 2, "w", 30s);
+  REQUIRE(got.size() == 2);
+  auto timed = ok(got[0]);
+  timed.started_us = 1'700'000'000'000'000;  // 2023-11-14 22:13:20 UTC
+  timed.finished_us = 1'700'000'002'500'000; // 2.5 s later
+  q.record("w", {timed, ok(got[1])});
+  CHECK(text("SELECT extract(epoch FROM finished_at - started_at)::text FROM stage_attempts "
+             "WHERE stage_run_id = " + std::to_string(got[0].run_id)) == "2.500000");
+  CHECK(text("SELECT extract(epoch FROM started_at)::bigint::text FROM stage_attempts "
+             "WHERE stage_run_id = " + std::to_string(got[0].run_id)) == "1700000000");
+  // Unknown times: the claim's and the record's.
+  CHECK(scalar("SELECT count(*) FROM stage_attempts WHERE stage_run_id = "
+               + std::to_string(got[1].run_id)
+               + " AND started_at > now() - interval '1 minute' AND finished_at >= started_at")
+        == 1);
+}
+
+TEST_CASE_METHOD(queue_fixture,
+                 "a heartbeat skips runs whose outcome is being written instead of waiting",
+                 "[db][store]") {
+  // A worker's record connection holds its runs in the order of its batch;
+  // a heartbeat that waited for them in another order could deadlock.
+  enqueue_one("A");
+  enqueue_one("B");
+  auto got = q.claim("s", 2, "w", 30s);
+  REQUIRE(got.size() == 2);
+  pg::connection recorder{db.url()};
+  recorder.exec("BEGIN");
+  recorder.exec("SELECT 1 FROM stage_runs WHERE id = $1 FOR UPDATE",
+                {pg::to_param(got[0].run_id)});
+  conn.exec("SET statement_timeout = '5s'"); // a wait fails the test, not hangs it
+  CHECK(q.heartbeat("w", 1h) == 1);
+  recorder.exec("ROLLBACK");
+  CHECK(q.heartbeat("w", 1h) == 2);
+}
