@@ -35,6 +35,7 @@ struct pool_state {
   int claiming = 0;     // runs asked for by the claim in flight
   bool more = true;     // the queue may hold ready runs for this stage
   bool recheck = false; // woken while a claim was in flight
+  bool claim_queued = false; // a (claim_atom, stage) to ourselves is pending
   uint64_t ok = 0, failed = 0, retried = 0;
 };
 
@@ -57,6 +58,7 @@ struct supervisor_state {
   std::map<caf::actor_addr, int64_t> busy;          // stage actor -> run id
   std::vector<store::outcome_record> pending;
   bool flushing = false;
+  bool flush_queued = false; // a (flush_atom) to ourselves is pending
   bool draining = false;
   bool finishing = false;
   bool checking_idle = false;
@@ -74,6 +76,7 @@ const config::worker_config& worker(self_ptr self) {
 void maybe_claim(self_ptr self, const std::string& stage);
 void maybe_flush(self_ptr self);
 void check_done(self_ptr self);
+void check_idle(self_ptr self);
 
 // -- stage actors ------------------------------------------------------------------
 
@@ -87,9 +90,26 @@ void add_stage_actor(self_ptr self, const std::string& stage) {
 
 // -- outcomes ----------------------------------------------------------------------
 
+/// Queues an outcome. The flush goes through our own mailbox, behind the
+/// results already waiting there, so outcomes that finish together are
+/// written in one round trip.
 void record(self_ptr self, store::outcome_record rec) {
-  self->state.pending.push_back(std::move(rec));
-  maybe_flush(self);
+  auto& st = self->state;
+  st.pending.push_back(std::move(rec));
+  if (!st.flush_queued && !st.flushing) {
+    st.flush_queued = true;
+    self->send(self, flush_atom::value);
+  }
+}
+
+/// Claims for `stage` once the results already in our mailbox have been
+/// handled: credit freed together is claimed together.
+void claim_soon(self_ptr self, const std::string& stage) {
+  auto& pool = self->state.pools[stage];
+  if (pool.claim_queued)
+    return;
+  pool.claim_queued = true;
+  self->send(self, claim_atom::value, stage);
 }
 
 void handle_outcome(self_ptr self, job_state& js, outcome o, int64_t started_us = 0,
@@ -169,6 +189,7 @@ void maybe_flush(self_ptr self) {
                          r.run_id, r.state);
         maybe_flush(self);
         check_done(self);
+        check_idle(self);
       },
       [=](const caf::error& err) {
         auto& s = self->state;
@@ -250,6 +271,8 @@ void maybe_claim(self_ptr self, const std::string& stage) {
           maybe_claim(self, stage);
         }
         check_done(self);
+        if (batch.runs.empty())
+          check_idle(self); // with --exit-when-idle, no need to wait for the poll
       },
       [=](const caf::error& err) {
         self->state.pools[stage].claiming = 0;
@@ -510,8 +533,12 @@ caf::behavior supervisor(self_ptr self, std::shared_ptr<const config::snapshot> 
         handle_outcome(self, js, std::move(r.result), r.started_us, r.finished_us);
       }
       if (!stage.empty())
-        maybe_claim(self, stage);
+        claim_soon(self, stage);
       check_done(self);
+    },
+    [=](claim_atom, const std::string& stage) {
+      self->state.pools[stage].claim_queued = false;
+      maybe_claim(self, stage);
     },
     [=](timeout_atom, int64_t run_id, int attempt) {
       auto& s = self->state;
@@ -551,7 +578,10 @@ caf::behavior supervisor(self_ptr self, std::shared_ptr<const config::snapshot> 
       }
     },
     [=](tick_atom, int d) { on_tick(self, static_cast<duty>(d)); },
-    [=](flush_atom) { maybe_flush(self); },
+    [=](flush_atom) {
+      self->state.flush_queued = false;
+      maybe_flush(self);
+    },
     [=](drain_atom) { drain(self); },
     [=](grace_atom) {
       auto& s = self->state;
