@@ -101,13 +101,15 @@ std::string read_file(const fs::path& p) {
   return buf.str();
 }
 
-/// Whether `user` may create files in `dir`, checked with the user's ids.
+/// Whether `user` can reach into `dir` (every parent searchable), checked
+/// with the user's ids. The cluster directory itself is created and handed
+/// over to the user by us.
 bool accessible_by(const account& pw, const fs::path& dir) {
   pid_t pid = ::fork();
   if (pid == 0) {
     if (::setgid(pw.gid) != 0 || ::setuid(pw.uid) != 0)
       ::_exit(2);
-    ::_exit(::access(dir.c_str(), W_OK | X_OK) == 0 ? 0 : 1);
+    ::_exit(::access(dir.c_str(), X_OK) == 0 ? 0 : 1);
   }
   int status = 0;
   ::waitpid(pid, &status, 0);
