@@ -20,8 +20,11 @@ using namespace std::chrono_literals;
 int main(int argc, char** argv) {
   int jobs = argc > 1 ? std::atoi(argv[1]) : 200;
   test::fresh_database db;
-  auto cfg = test::temp_file("{" + bench::bench_worker_json() + R"(, "stages": [{"name": "a",
-      "max_concurrent": 10, "executor": {"latency": {"dist": "fixed", "ms": 0}}}]})");
+  std::string json = "{";
+  json += bench::bench_worker_json();
+  json += R"(, "stages": [{"name": "a", "max_concurrent": 10,
+      "executor": {"latency": {"dist": "fixed", "ms": 0}}}]})";
+  auto cfg = test::temp_file(json);
   test::spool_process worker{{"--log-level", "warn", "run", "--config", cfg},
                              {{"SPOOL_DATABASE_URL", db.url()}}};
   std::this_thread::sleep_for(1s); // warm: connected, listening, idle
