@@ -253,6 +253,10 @@ int run_demo(const demo_options& o) {
     throw std::invalid_argument("--videos: must be 1..10000");
   if (o.channels < 1 || o.channels > 1'000)
     throw std::invalid_argument("--channels: must be 1..1000");
+  // The progress display is the demo's voice: routine worker logs would tear
+  // it apart. Warnings still show; --log-level debug shows everything.
+  if (spdlog::get_level() == spdlog::level::info)
+    spdlog::set_level(spdlog::level::warn);
   auto real = load_config(o.config);
   auto cfg = o.simulate ? simulated(*real) : real;
   auto url = database_url_for(*cfg);
