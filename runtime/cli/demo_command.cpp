@@ -284,7 +284,10 @@ int run_demo(const demo_options& o) {
   std::printf("spool demo: %d videos on %d channels, %s executor, media under %s\n", o.videos,
               o.channels, o.simulate ? "simulate" : "command (FFmpeg, espeak-ng, sox)",
               data_dir.c_str());
-  std::printf("watch from another terminal: %s status\n\n", "./build/spool");
+  std::error_code ec;
+  auto self_path = fs::read_symlink("/proc/self/exe", ec);
+  std::printf("watch from another terminal: %s status\n\n",
+              ec ? "spool" : self_path.string().c_str());
 
   // The worker's signal thread handles Ctrl-C (drain) for the whole process.
   sigset_t sigs;
