@@ -111,9 +111,9 @@ caf::behavior maintainer(caf::stateful_actor<db_state>* self, std::string url) {
         return r;
       });
     },
-    [=](pending_atom) {
-      return with_store(self,
-                        [&](store::store& q, pg::connection&) { return q.has_pending_work(); });
+    [=](pending_atom, const std::vector<std::string>& stages) {
+      return with_store(
+        self, [&](store::store& q, pg::connection&) { return q.has_pending_work(stages); });
     },
     [=](stopped_atom, const std::string& worker) {
       return with_store(self, [&](store::store& q, pg::connection&) {

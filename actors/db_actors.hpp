@@ -8,7 +8,7 @@
 // maintainer:  (register_atom, worker_info) -> bool; (heartbeat_atom, worker,
 //              lease_ms) -> int; (rescue_atom) -> maintenance_report;
 //              (sweep_atom, limits...) -> maintenance_report;
-//              (pending_atom) -> bool; (stopped_atom, worker) -> bool
+//              (pending_atom, stages) -> bool; (stopped_atom, worker) -> bool
 // listener:    LISTENs on spool_wakeup and spool_cancel and sends each
 //              notification to `subscriber` as (wakeup_atom, notice).
 

@@ -341,7 +341,11 @@ void check_idle(self_ptr self) {
   // Claims in flight need no wait: what they take is running in the
   // database, and the check sees it.
   st.checking_idle = true;
-  self->request(st.maintainer, 30s, pending_atom::value)
+  // Only this worker's stages: work it cannot do is another worker's.
+  std::vector<std::string> stages;
+  for (auto& stage : st.config->stages)
+    stages.push_back(stage.name);
+  self->request(st.maintainer, 30s, pending_atom::value, std::move(stages))
     .then(
       [=](bool pending) {
         auto& s = self->state;

@@ -227,19 +227,25 @@ std::vector<store::cancelled_run> store::cancel(int64_t task_id) {
   return out;
 }
 
-bool store::has_pending_work() {
+bool store::has_pending_work(const std::vector<std::string>& stages) {
   // One probe per partial index, each the first entry in its order: cheap at
   // any depth. (An EXISTS over "state IN (...)" may be planned as a scan of
   // the whole table, which at a million finished runs takes seconds.)
+  pg::param filter;
+  if (!stages.empty())
+    filter = pg::array_literal(stages);
   return conn_
     .exec_prepared(
       "SELECT coalesce("
       "(SELECT true FROM stage_runs WHERE state = 'ready' "
+      "  AND ($1::text[] IS NULL OR stage = ANY ($1::text[])) "
       "  ORDER BY stage, priority, fair_round, fair_seq LIMIT 1), "
-      "(SELECT true FROM stage_runs WHERE state = 'running' ORDER BY lease_expires_at LIMIT 1), "
-      "(SELECT true FROM stage_runs WHERE state = 'scheduled' ORDER BY stage, ready_at LIMIT 1), "
+      "(SELECT true FROM stage_runs WHERE state = 'running' "
+      "  AND ($1::text[] IS NULL OR stage = ANY ($1::text[])) ORDER BY lease_expires_at LIMIT 1), "
+      "(SELECT true FROM stage_runs WHERE state = 'scheduled' "
+      "  AND ($1::text[] IS NULL OR stage = ANY ($1::text[])) ORDER BY stage, ready_at LIMIT 1), "
       "false)",
-      {}, "checking for pending work")
+      {filter}, "checking for pending work")
     .boolean(0, 0);
 }
 

@@ -145,8 +145,9 @@ public:
   /// through NOTIFY spool_cancel.
   std::vector<cancelled_run> cancel(int64_t task_id);
 
-  /// Whether anything is ready, running or waiting on a retry.
-  bool has_pending_work();
+  /// Whether anything of `stages` (every stage when empty) is ready,
+  /// running or waiting on a retry.
+  bool has_pending_work(const std::vector<std::string>& stages = {});
 
 private:
   pg::connection& conn_;

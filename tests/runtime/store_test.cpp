@@ -491,10 +491,14 @@ TEST_CASE_METHOD(queue_fixture, "pending work means ready, running or scheduled 
   CHECK_FALSE(q.has_pending_work());
   enqueue_one("A", priority::normal, {{"a", {}, false, 3}, {"b", {"a"}, false, 3}});
   CHECK(q.has_pending_work()); // a is ready
+  CHECK(q.has_pending_work({"a"}));
+  CHECK_FALSE(q.has_pending_work({"b"})); // another worker's stages see nothing
   auto a = q.claim("a", 1, "w", 30s).at(0);
   CHECK(q.has_pending_work()); // a is running (b is blocked)
+  CHECK_FALSE(q.has_pending_work({"b", "c"}));
   q.record("w", {with_kind(a, record_kind::retry, 1h)});
   CHECK(q.has_pending_work()); // a waits for its retry
+  CHECK(q.has_pending_work({"b", "a"}));
   conn.exec("UPDATE stage_runs SET ready_at = now() - interval '1 second' "
             "WHERE state = 'scheduled'");
   a = q.claim("a", 1, "w", 30s).at(0);
