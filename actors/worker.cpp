@@ -58,7 +58,7 @@ int run_worker(std::shared_ptr<const config::snapshot> config, const worker_opti
     so.exit_code = exit_code;
     auto sup = spawn_supervisor(sys, std::move(config), so);
 
-    std::thread signals{[&sigs, sup] {
+    std::thread signals{[&sigs, sup, runner] {
       int received = 0;
       for (;;) {
         int sig = 0;
@@ -71,6 +71,7 @@ int run_worker(std::shared_ptr<const config::snapshot> config, const worker_opti
           spdlog::warn("got {} again: exiting now; this worker's leases will expire and "
                        "be rescued",
                        strsignal(sig));
+          runner->kill_all_now(); // no stage program outlives us
           spdlog::default_logger()->flush();
           ::_exit(128 + sig);
         }

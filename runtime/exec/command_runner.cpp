@@ -11,6 +11,7 @@
 #include <system_error>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 
 #include <fcntl.h>
@@ -282,6 +283,7 @@ struct command_runner::impl {
   std::vector<pending_start> starts; // guarded by mtx
   std::vector<id> cancels;           // guarded by mtx
   bool stopping = false;             // guarded by mtx
+  std::unordered_set<pid_t> groups;  // guarded by mtx: live process groups
 
   // Owned by the runner thread.
   bool use_pidfd = true;
@@ -598,6 +600,10 @@ void command_runner::impl::run() {
       }
       c->on_done = std::move(p.on_done);
       write_stdin(*c);
+      {
+        std::lock_guard guard{mtx};
+        groups.insert(c->pid);
+      }
       auto which = c->which;
       children.emplace(which, std::move(c));
     }
@@ -706,6 +712,10 @@ void command_runner::impl::run() {
         continue;
       auto c = std::move(i->second);
       children.erase(i);
+      {
+        std::lock_guard guard{mtx};
+        groups.erase(c->pid);
+      }
       finish(*c);
       deliver(c->on_done, std::move(c->result));
     }
@@ -750,6 +760,12 @@ void command_runner::cancel(id which) {
     impl_->cancels.push_back(which);
   }
   impl_->wake();
+}
+
+void command_runner::kill_all_now() noexcept {
+  std::lock_guard guard{impl_->mtx};
+  for (auto pgid : impl_->groups)
+    ::kill(-pgid, SIGKILL);
 }
 
 std::size_t command_runner::running() const {

@@ -128,6 +128,10 @@ public:
 
   /// Commands started whose on_done has not yet been called. It drops just
   /// before on_done runs.
+  /// SIGKILLs every running child's process group at once, without waiting
+  /// or reporting: for a process about to exit immediately. Thread-safe.
+  void kill_all_now() noexcept;
+
   std::size_t running() const;
 
 private:

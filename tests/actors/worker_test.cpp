@@ -306,3 +306,39 @@ TEST_CASE_METHOD(worker_fixture, "cancelling a task stops its running command", 
   std::remove(pids.c_str());
   std::remove(cfg.c_str());
 }
+
+TEST_CASE_METHOD(worker_fixture, "a second signal exits at once and takes the stage programs "
+                                 "along",
+                 "[db][worker]") {
+  auto pids = test::temp_file("", ".pids");
+  auto cfg = worker_config(R"(
+    {"name": "a", "max_concurrent": 2, "timeout_s": 120, "executor": {"kind": "command",
+      "argv": ["sh", "-c", "trap '' TERM; echo $$ >> )" + pids + R"(; sleep 60"]}})");
+  enqueue(cfg, 2);
+  spool_process w{{"run", "--config", cfg}, env};
+  REQUIRE(wait_for("SELECT count(*) FROM stage_runs WHERE state = 'running'", 2));
+  std::vector<int> seen;
+  for (int i = 0; i < 200 && seen.size() < 2; ++i) {
+    std::ifstream in{pids};
+    seen.clear();
+    for (int pid; in >> pid;)
+      seen.push_back(pid);
+    std::this_thread::sleep_for(20ms);
+  }
+  REQUIRE(seen.size() == 2);
+  w.signal(SIGTERM); // drain: the programs ignore TERM and keep running
+  std::this_thread::sleep_for(300ms);
+  CHECK(w.running());
+  w.signal(SIGTERM);
+  CHECK(w.wait(10) == 128 + SIGTERM);
+  auto deadline = std::chrono::steady_clock::now() + 15s;
+  for (int pid : seen) {
+    while (::kill(pid, 0) == 0 && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(20ms);
+    CHECK(::kill(pid, 0) == -1);
+  }
+  // Its leases stay until they expire; a rescuer then returns the runs.
+  CHECK(scalar("SELECT count(*) FROM stage_runs WHERE state = 'running'") == 2);
+  std::remove(pids.c_str());
+  std::remove(cfg.c_str());
+}
