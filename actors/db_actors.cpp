@@ -107,7 +107,7 @@ caf::behavior maintainer(caf::stateful_actor<db_state>* self, std::string url) {
         auto rep = store::sweep_stuck(c, limits, margin_s, stale_after_s);
         maintenance_report r;
         r.stuck = rep.stuck;
-        r.failed = rep.stale_ready; // reported as stale work
+        r.stale = rep.stale_ready;
         return r;
       });
     },

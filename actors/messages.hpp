@@ -88,9 +88,10 @@ struct notice {
 
 /// Sent by the worker's maintenance actor after a rescue or stuck sweep.
 struct maintenance_report {
-  int rescued = 0;
-  int failed = 0;
-  int stuck = 0;
+  int rescued = 0; // runs returned to the queue (or failed) after lost leases
+  int failed = 0;  // of those, runs past their retry limit
+  int stuck = 0;   // runs whose lease the stuck sweep expired
+  int stale = 0;   // runs waiting to start for longer than a sweep interval
 };
 
 } // namespace spool::actors

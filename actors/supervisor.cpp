@@ -42,7 +42,6 @@ struct pool_state {
 struct job_state {
   stage_job job;
   caf::actor actor;
-  steady::time_point started;
   bool timed_out = false; // our timer fired; its cancel reads as a timeout
   bool releasing = false; // drain: hand the run back
   bool cancelled = false; // the task was cancelled: record nothing
@@ -236,7 +235,7 @@ void dispatch(self_ptr self, store::claimed_run run) {
   auto timeout = job.timeout;
   st.busy[actor.address()] = run_id;
   self->send(actor, job_atom::value, job);
-  st.jobs.emplace(run_id, job_state{std::move(job), actor, steady::now()});
+  st.jobs.emplace(run_id, job_state{std::move(job), actor});
   self->delayed_send(self, timeout, timeout_atom::value, run_id, attempt);
 }
 
@@ -439,10 +438,10 @@ void on_tick(self_ptr self, duty d) {
               spdlog::warn("stuck-job sweep: {} run(s) ran far past their timeout; their "
                            "leases were expired for rescue",
                            r.stuck);
-            if (r.failed > 0)
+            if (r.stale > 0)
               spdlog::warn("stuck-job sweep: {} run(s) have waited longer than a sweep "
                            "interval to start",
-                           r.failed);
+                           r.stale);
           },
           [=](const caf::error& e) {
             spdlog::warn("stuck-job sweep failed: {}", self->system().render(e));
