@@ -334,10 +334,9 @@ int run_demo(const demo_options& o) {
   print_summary(watch, ids_param, *cfg, o.videos);
   if (!o.keep && !o.simulate)
     tidy(data_dir, ids);
-  auto unfinished = read_counts(watch, ids_param);
   if (worker_code != 0)
     return worker_code;
-  return unfinished.finished == o.videos ? 0 : 1;
+  return read_counts(watch, ids_param).finished == o.videos ? 0 : 1;
 }
 
 } // namespace

@@ -12,11 +12,8 @@
 namespace spool::cli {
 
 std::string database_url_for(const config::snapshot& cfg) {
-  if (const char* u = std::getenv("SPOOL_DATABASE_URL"); u != nullptr && *u != '\0')
-    return u;
-  if (!cfg.database_url.empty())
-    return cfg.database_url;
-  return resolve_database_url();
+  auto url = config::effective_database_url(cfg, std::getenv("SPOOL_DATABASE_URL"));
+  return url.empty() ? resolve_database_url() : url;
 }
 
 std::string data_dir_for(const config::snapshot& cfg) {
