@@ -1,0 +1,6 @@
+ALTER TABLE workers DROP COLUMN IF EXISTS lease_ms;
+ALTER TABLE workers DROP COLUMN IF EXISTS stages;
+ALTER TABLE stage_runs DROP COLUMN IF EXISTS snoozed_ms;
+ALTER TABLE stage_runs DROP COLUMN IF EXISTS max_lost;
+ALTER TABLE stage_runs DROP COLUMN IF EXISTS lost_attempts;
+ALTER TABLE stage_runs DROP COLUMN IF EXISTS lease_token;
