@@ -1,16 +1,17 @@
 #include "actors/db_actors.hpp"
 
 #include "actors/messages.hpp"
+#include "runtime/pg/outage.hpp"
 #include "runtime/pg/pool.hpp"
 #include "runtime/store/maintenance.hpp"
 
 #include <caf/event_based_actor.hpp>
 #include <caf/local_actor.hpp>
-#include <caf/scheduled_actor.hpp>
-#include <caf/stateful_actor.hpp>
-#include <caf/send.hpp>
-#include <caf/sec.hpp>
 #include <caf/result.hpp>
+#include <caf/scheduled_actor.hpp>
+#include <caf/sec.hpp>
+#include <caf/send.hpp>
+#include <caf/stateful_actor.hpp>
 #include <spdlog/spdlog.h>
 
 #include <memory>
@@ -24,68 +25,96 @@ namespace {
 /// One connection, reconnected with backoff when the server went away.
 struct db_state {
   std::unique_ptr<pg::pool> pool;
+  std::shared_ptr<pg::outage_log> outage;
 };
 
-pg::pool_options single_connection() {
+using db_self = caf::stateful_actor<db_state>*;
+
+void init(db_self self, const db_options& db) {
   pg::pool_options o;
   o.size = 1;
   o.reconnect_timeout = 10s;
-  return o;
+  o.connection = db.connection;
+  self->state.pool = std::make_unique<pg::pool>(db.url, o);
+  self->state.outage = db.outage ? db.outage : std::make_shared<pg::outage_log>();
 }
 
 /// Runs `fn` on a healthy connection. A database error becomes an error
 /// reply: an exception escaping a handler would kill this actor and, through
-/// the link, the worker.
+/// the link, the worker. An unreachable database is reported to the outage
+/// log; any answer from it, even an error, means it is reachable.
 template <class F>
-auto with_store(caf::stateful_actor<db_state>* self, F&& fn)
+auto with_store(db_self self, F&& fn)
   -> caf::result<decltype(fn(std::declval<store::store&>(), std::declval<pg::connection&>()))> {
+  auto& outage = *self->state.outage;
   try {
     auto conn = self->state.pool->acquire();
     store::store q{*conn};
-    return fn(q, *conn);
+    auto out = fn(q, *conn);
+    outage.succeeded();
+    return out;
+  } catch (const pg::error& e) {
+    if (e.connection_lost())
+      outage.failed(e.what());
+    else
+      outage.succeeded();
+    return caf::make_error(caf::sec::runtime_error, std::string{e.what()});
   } catch (const std::exception& e) {
     return caf::make_error(caf::sec::runtime_error, std::string{e.what()});
   }
 }
 
-caf::behavior claimer(caf::stateful_actor<db_state>* self, std::string url) {
-  self->state.pool = std::make_unique<pg::pool>(url, single_connection());
+caf::behavior claimer(db_self self, db_options db) {
+  init(self, db);
   return {
-    [=](claim_atom, const std::string& stage, int n, const std::string& worker,
-        int64_t lease_ms) {
+    [=](claim_atom, const claim_request& req) -> caf::result<claim_batch> {
+      if (std::chrono::steady_clock::now() > req.deadline)
+        return caf::make_error(caf::sec::request_timeout, "claim request expired unsent");
       return with_store(self, [&](store::store& q, pg::connection&) {
-        return claim_batch{stage, q.claim(stage, n, worker, std::chrono::milliseconds{lease_ms})};
+        return claim_batch{req.stage, q.claim(req.stage, req.limit, req.worker, req.lease,
+                                              req.token)};
       });
     },
   };
 }
 
-caf::behavior recorder(caf::stateful_actor<db_state>* self, std::string url) {
-  self->state.pool = std::make_unique<pg::pool>(url, single_connection());
+caf::behavior recorder(db_self self, db_options db) {
+  init(self, db);
   return {
     [=](record_atom, const std::string& worker, const outcome_batch& batch) {
       return with_store(self, [&](store::store& q, pg::connection&) {
-        return recorded_batch{q.record(worker, batch.records)};
+        return recorded_batch{q.record_isolating(worker, batch.records)};
       });
     },
   };
 }
 
-caf::behavior maintainer(caf::stateful_actor<db_state>* self, std::string url) {
-  self->state.pool = std::make_unique<pg::pool>(url, single_connection());
+caf::behavior heartbeater(db_self self, db_options db) {
+  init(self, db);
   return {
-    [=](register_atom, const std::string& id, const std::string& host, int pid,
-        const std::string& version) {
+    [=](register_atom, const store::worker_info& w) {
       return with_store(self, [&](store::store& q, pg::connection&) {
-        q.register_worker({id, host, pid, version});
+        q.register_worker(w);
         return true;
       });
     },
-    [=](heartbeat_atom, const std::string& worker, int64_t lease_ms) {
+    [=](heartbeat_atom, const heartbeat_request& req) {
       return with_store(self, [&](store::store& q, pg::connection&) {
-        return q.heartbeat(worker, std::chrono::milliseconds{lease_ms});
+        return heartbeat_reply{q.heartbeat(req.worker, req.lease, req.held, req.horizon)};
       });
     },
+    [=](stopped_atom, const std::string& worker) {
+      return with_store(self, [&](store::store& q, pg::connection&) {
+        q.worker_stopped(worker);
+        return true;
+      });
+    },
+  };
+}
+
+caf::behavior maintainer(db_self self, db_options db) {
+  init(self, db);
+  return {
     [=](rescue_atom) {
       return with_store(self, [&](store::store& q, pg::connection&) {
         maintenance_report r;
@@ -98,16 +127,14 @@ caf::behavior maintainer(caf::stateful_actor<db_state>* self, std::string url) {
         return r;
       });
     },
-    [=](sweep_atom, const std::vector<std::string>& stages, const std::vector<double>& timeouts,
-        const std::vector<std::string>& per, double margin_s, double stale_after_s) {
+    [=](sweep_atom, const std::vector<store::stage_limit>& limits, double margin_s,
+        double stale_after_s) {
       return with_store(self, [&](store::store&, pg::connection& c) {
-        std::vector<store::stage_limit> limits;
-        for (size_t i = 0; i < stages.size() && i < timeouts.size() && i < per.size(); ++i)
-          limits.push_back({stages[i], timeouts[i], per[i]});
         auto rep = store::sweep_stuck(c, limits, margin_s, stale_after_s);
         maintenance_report r;
         r.stuck = rep.stuck;
         r.stale = rep.stale_ready;
+        r.stale_approval = rep.stale_approval;
         return r;
       });
     },
@@ -115,25 +142,22 @@ caf::behavior maintainer(caf::stateful_actor<db_state>* self, std::string url) {
       return with_store(
         self, [&](store::store& q, pg::connection&) { return q.has_pending_work(stages); });
     },
-    [=](stopped_atom, const std::string& worker) {
-      return with_store(self, [&](store::store& q, pg::connection&) {
-        q.worker_stopped(worker);
-        return true;
-      });
-    },
   };
 }
 
 struct listener_state {
   std::unique_ptr<pg::connection> conn;
-  std::string url;
+  db_options db;
   caf::actor subscriber;
   std::chrono::milliseconds backoff{100};
 };
 
-caf::behavior listener(caf::stateful_actor<listener_state>* self, std::string url,
+caf::behavior listener(caf::stateful_actor<listener_state>* self, db_options db,
                        caf::actor subscriber) {
-  self->state.url = std::move(url);
+  self->state.db = std::move(db);
+  self->state.db.connection.call_timeout = 0ms; // it waits for input by design
+  if (!self->state.db.outage)
+    self->state.db.outage = std::make_shared<pg::outage_log>();
   self->state.subscriber = std::move(subscriber);
   self->send(self, poll_atom::value);
   return {
@@ -141,10 +165,11 @@ caf::behavior listener(caf::stateful_actor<listener_state>* self, std::string ur
       auto& st = self->state;
       try {
         if (!st.conn || !st.conn->ok()) {
-          st.conn = std::make_unique<pg::connection>(st.url);
+          st.conn = std::make_unique<pg::connection>(st.db.url, st.db.connection);
           st.conn->listen("spool_wakeup");
           st.conn->listen("spool_cancel");
           st.backoff = 100ms;
+          st.db.outage->succeeded();
           // Anything may have happened while we were deaf: wake everyone.
           self->send(st.subscriber, wakeup_atom::value, notice{"spool_wakeup", ""});
         }
@@ -156,8 +181,9 @@ caf::behavior listener(caf::stateful_actor<listener_state>* self, std::string ur
                        notice{std::move(n.channel), std::move(n.payload)});
         self->send(self, poll_atom::value);
       } catch (const std::exception& e) {
-        spdlog::warn("notification listener: {}; reconnecting in {} ms", e.what(),
-                     st.backoff.count());
+        st.db.outage->failed(e.what());
+        spdlog::debug("notification listener: {}; reconnecting in {} ms", e.what(),
+                      st.backoff.count());
         st.conn.reset();
         self->delayed_send(self, st.backoff, poll_atom::value);
         st.backoff = std::min<std::chrono::milliseconds>(st.backoff * 2, 5s);
@@ -168,21 +194,25 @@ caf::behavior listener(caf::stateful_actor<listener_state>* self, std::string ur
 
 } // namespace
 
-caf::actor spawn_claimer(caf::local_actor* parent, const std::string& url) {
-  return parent->spawn<caf::detached + caf::linked>(claimer, url);
+caf::actor spawn_claimer(caf::local_actor* parent, const db_options& db) {
+  return parent->spawn<caf::detached + caf::linked>(claimer, db);
 }
 
-caf::actor spawn_recorder(caf::local_actor* parent, const std::string& url) {
-  return parent->spawn<caf::detached + caf::linked>(recorder, url);
+caf::actor spawn_recorder(caf::local_actor* parent, const db_options& db) {
+  return parent->spawn<caf::detached + caf::linked>(recorder, db);
 }
 
-caf::actor spawn_maintainer(caf::local_actor* parent, const std::string& url) {
-  return parent->spawn<caf::detached + caf::linked>(maintainer, url);
+caf::actor spawn_heartbeater(caf::local_actor* parent, const db_options& db) {
+  return parent->spawn<caf::detached + caf::linked>(heartbeater, db);
 }
 
-caf::actor spawn_listener(caf::local_actor* parent, const std::string& url,
+caf::actor spawn_maintainer(caf::local_actor* parent, const db_options& db) {
+  return parent->spawn<caf::detached + caf::linked>(maintainer, db);
+}
+
+caf::actor spawn_listener(caf::local_actor* parent, const db_options& db,
                           caf::actor subscriber) {
-  return parent->spawn<caf::detached + caf::linked>(listener, url, std::move(subscriber));
+  return parent->spawn<caf::detached + caf::linked>(listener, db, std::move(subscriber));
 }
 
 } // namespace spool::actors

@@ -1,27 +1,51 @@
 #pragma once
 // Actors that own a database connection each. Their handlers block in
-// libpq, so they are detached (own thread, off CAF's scheduler). Each is
-// linked to whoever spawns it and dies with it.
+// libpq, so they are detached (own thread, off CAF's scheduler), and each
+// call has a client-side deadline (db_options::connection.call_timeout), so
+// a hung server delays only the duty whose call is waiting: heartbeats,
+// claims, outcome recording and maintenance each have their own connection.
+// Each is linked to whoever spawns it and dies with it. Failures come back
+// as error replies; outages are logged once through the shared outage_log.
 //
-// claimer:     (claim_atom, stage, n, worker, lease_ms) -> claim_batch
-// recorder:    (record_atom, worker, outcome_batch)     -> recorded_batch
-// maintainer:  (register_atom, worker_info) -> bool; (heartbeat_atom, worker,
-//              lease_ms) -> int; (rescue_atom) -> maintenance_report;
-//              (sweep_atom, limits...) -> maintenance_report;
-//              (pending_atom, stages) -> bool; (stopped_atom, worker) -> bool
+// claimer:     (claim_atom, claim_request) -> claim_batch
+// recorder:    (record_atom, worker, outcome_batch) -> recorded_batch; a
+//              batch the database refuses is split until the bad record is
+//              found, which is then recorded as a permanent failure
+//              carrying the database's message; the rest are recorded.
+// heartbeater: (register_atom, worker_info) -> bool;
+//              (heartbeat_atom, heartbeat_request) -> heartbeat_reply;
+//              (stopped_atom, worker) -> bool
+// maintainer:  (rescue_atom) -> maintenance_report;
+//              (sweep_atom, stage_limits, margin_s, stale_after_s)
+//                -> maintenance_report;
+//              (pending_atom, stages) -> bool
 // listener:    LISTENs on spool_wakeup and spool_cancel and sends each
 //              notification to `subscriber` as (wakeup_atom, notice).
 
+#include "runtime/pg/connection.hpp"
+
 #include <caf/fwd.hpp>
 
+#include <memory>
 #include <string>
+
+namespace spool::pg {
+class outage_log;
+}
 
 namespace spool::actors {
 
-caf::actor spawn_claimer(caf::local_actor* parent, const std::string& url);
-caf::actor spawn_recorder(caf::local_actor* parent, const std::string& url);
-caf::actor spawn_maintainer(caf::local_actor* parent, const std::string& url);
-caf::actor spawn_listener(caf::local_actor* parent, const std::string& url,
+struct db_options {
+  std::string url;
+  pg::connection_options connection;
+  std::shared_ptr<pg::outage_log> outage;
+};
+
+caf::actor spawn_claimer(caf::local_actor* parent, const db_options& db);
+caf::actor spawn_recorder(caf::local_actor* parent, const db_options& db);
+caf::actor spawn_heartbeater(caf::local_actor* parent, const db_options& db);
+caf::actor spawn_maintainer(caf::local_actor* parent, const db_options& db);
+caf::actor spawn_listener(caf::local_actor* parent, const db_options& db,
                           caf::actor subscriber);
 
 } // namespace spool::actors

@@ -6,6 +6,7 @@
 #include "runtime/config/config.hpp"
 #include "runtime/exec/command_runner.hpp"
 #include "runtime/outcome.hpp"
+#include "runtime/store/maintenance.hpp"
 #include "runtime/store/store.hpp"
 
 #include <caf/allowed_unsafe_message_type.hpp>
@@ -40,6 +41,7 @@ using tick_atom = caf::atom_constant<caf::atom("tick")>;
 using flush_atom = caf::atom_constant<caf::atom("flush")>;
 using sim_done_atom = caf::atom_constant<caf::atom("simdone")>;
 using cmd_done_atom = caf::atom_constant<caf::atom("cmddone")>;
+using stop_atom = caf::atom_constant<caf::atom("stop")>;
 
 // -- messages ------------------------------------------------------------------
 
@@ -54,9 +56,37 @@ struct outcome_batch {
   std::vector<store::outcome_record> records;
 };
 
-/// What the store said about each recorded outcome, in order.
+/// What the store said about each recorded outcome, in order. An outcome
+/// the database refused even as a plain failure comes back not accepted,
+/// with state "unrecordable".
 struct recorded_batch {
   std::vector<store::recorded> results;
+};
+
+/// The claims a worker is executing or recording an outcome for, and the
+/// newest lease token whose claim reply it has had or given up on.
+struct heartbeat_request {
+  std::string worker;
+  std::chrono::milliseconds lease{0};
+  std::vector<store::held_claim> held;
+  int64_t horizon = 0;
+};
+
+/// The heartbeat's answer: claims lost, and runs handed back.
+struct heartbeat_reply {
+  std::vector<store::heartbeat_note> notes;
+};
+
+/// A claim request. `deadline` (steady clock): a request still in the
+/// claimer's mailbox past it is dropped unanswered, so that a backlog built
+/// while the database hung claims nothing nobody waits for.
+struct claim_request {
+  std::string stage;
+  int limit = 0;
+  std::string worker;
+  std::chrono::milliseconds lease{0};
+  int64_t token = 0;
+  std::chrono::steady_clock::time_point deadline;
 };
 
 /// One job for a stage actor: the claimed run and the configuration it runs
@@ -69,10 +99,11 @@ struct stage_job {
   std::chrono::milliseconds timeout{0};
 };
 
-/// A stage actor's report: how the execution of (run, attempt) ended.
+/// A stage actor's report: how the execution of a claim ended.
 struct stage_result {
   int64_t run_id = 0;
   int attempt = 0;
+  int64_t lease_token = 0;
   outcome result;
   /// When the executor started and ended (microseconds since the epoch).
   int64_t started_us = 0;
@@ -88,10 +119,11 @@ struct notice {
 
 /// Sent by the worker's maintenance actor after a rescue or stuck sweep.
 struct maintenance_report {
-  int rescued = 0; // runs returned to the queue (or failed) after lost leases
-  int failed = 0;  // of those, runs past their retry limit
-  int stuck = 0;   // runs whose lease the stuck sweep expired
-  int stale = 0;   // runs waiting to start for longer than a sweep interval
+  int rescued = 0;        // runs returned to the queue (or failed) after lost leases
+  int failed = 0;         // of those, runs past their lost-lease limit
+  int stuck = 0;          // running runs the stuck sweep rescued
+  int stale = 0;          // runs waiting to start for longer than a sweep interval
+  int stale_approval = 0; // tasks awaiting approval for longer than that
 };
 
 } // namespace spool::actors
@@ -99,9 +131,14 @@ struct maintenance_report {
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(spool::actors::claim_batch)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(spool::actors::outcome_batch)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(spool::actors::recorded_batch)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(spool::actors::heartbeat_request)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(spool::actors::heartbeat_reply)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(spool::actors::claim_request)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(spool::store::worker_info)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(spool::actors::stage_job)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(spool::actors::stage_result)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(spool::actors::notice)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(spool::actors::maintenance_report)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(spool::exec::command_result)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(spool::outcome)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<spool::store::stage_limit>)

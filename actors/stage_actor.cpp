@@ -42,8 +42,8 @@ void finish(self_ptr self, outcome result) {
   if (!st.job)
     return;
   self->send(st.supervisor, done_atom::value,
-             stage_result{st.job->run.run_id, st.job->run.attempt, std::move(result),
-                          st.started_us, now_us()});
+             stage_result{st.job->run.run_id, st.job->run.attempt, st.job->run.lease_token,
+                          std::move(result), st.started_us, now_us()});
   st.job.reset();
   st.command.reset();
   ++st.generation;
@@ -68,6 +68,7 @@ void start_command(self_ptr self, const stage_job& j) {
   in.task_id = j.run.task_id;
   in.stage = j.run.stage;
   in.attempt = j.run.attempt;
+  in.call = j.run.failed_attempts + 1;
   in.data_dir = j.data_dir;
   in.work_dir = (fs::path{j.data_dir} / "tasks" / std::to_string(j.run.task_id) / j.run.stage)
                   .string();

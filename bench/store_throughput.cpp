@@ -258,7 +258,7 @@ private:
       ++claim_calls;
       std::lock_guard lock{mu_};
       for (auto& r : got)
-        pending_.push_back({r.run_id, r.attempt, store::record_kind::ok, 0ms, "{}", 0, {}, {}});
+        pending_.push_back(store::outcome_record::for_claim(r, store::record_kind::ok));
       if (got.empty())
         claiming_ = false;
       ready_.notify_one();

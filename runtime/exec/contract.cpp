@@ -245,12 +245,12 @@ spool::outcome from_result_object(const json::object& obj,
 } // namespace
 
 std::string idempotency_key(int64_t task_id, std::string_view stage,
-                            int attempt) {
+                            int call) {
   std::string key = std::to_string(task_id);
   key += ':';
   key += stage;
   key += ':';
-  key += std::to_string(attempt);
+  key += std::to_string(call);
   return key;
 }
 
@@ -259,7 +259,8 @@ std::string make_job_input(const job_input& in) {
   o["task_id"] = in.task_id;
   o["stage"] = in.stage;
   o["attempt"] = in.attempt;
-  o["idempotency_key"] = idempotency_key(in.task_id, in.stage, in.attempt);
+  o["idempotency_key"] =
+    idempotency_key(in.task_id, in.stage, in.call > 0 ? in.call : in.attempt);
   o["work_dir"] = in.work_dir;
   o["data_dir"] = in.data_dir;
   o["channel_id"] = in.channel_id;

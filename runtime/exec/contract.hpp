@@ -5,7 +5,7 @@
 //
 // Input (one JSON object, no trailing newline):
 //   {"task_id":12,"stage":"assembly","attempt":1,
-//    "idempotency_key":"12:assembly:1",
+//    "idempotency_key":"12:assembly:1",   (task:stage:call, see job_input)
 //    "work_dir":"/abs/data/tasks/12/assembly",
 //    "data_dir":"/abs/data","channel_id":"ch1","priority":"normal",
 //    "payload":{...},"inputs":{"video_gen":{...},"narration":{...}}}
@@ -28,8 +28,13 @@ namespace spool::exec {
 struct job_input {
   int64_t task_id = 0;
   std::string stage;
-  /// 1 for the first try.
+  /// 1 for the first claim; every claim counts (also after a rescue, a
+  /// drain or a snooze).
   int attempt = 1;
+  /// The logical call: 1 + the attempts that failed with a result a
+  /// provider could have seen (retry, timeout). The idempotency key follows
+  /// it. 0 means "same as attempt".
+  int call = 0;
   /// Absolute directory for this stage's files (the caller creates it).
   std::string work_dir;
   /// Absolute root of all task data.
@@ -48,10 +53,12 @@ struct job_input {
   std::string inputs_json;
 };
 
-/// The idempotency key of an execution, "<task_id>:<stage>:<attempt>"; the
-/// same for every delivery of one attempt.
+/// The idempotency key of a logical call, "<task_id>:<stage>:<call>": the
+/// same for every redelivery of that call (after a drain, a rescue, a lost
+/// lease or a snooze); it changes only after an attempt whose result a
+/// provider could have seen (a retry after an error, a timeout).
 std::string idempotency_key(int64_t task_id, std::string_view stage,
-                            int attempt);
+                            int call);
 
 /// The JSON object written to a command's stdin. Thread-safe.
 std::string make_job_input(const job_input& in);

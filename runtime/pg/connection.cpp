@@ -3,6 +3,8 @@
 #include <libpq-fe.h>
 #include <poll.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
@@ -178,7 +180,13 @@ std::optional<double> result::opt_f64(int row, int col) const {
 // -- connection ------------------------------------------------------------------
 
 connection::connection(std::string url, std::chrono::seconds connect_timeout)
-  : url_(std::move(url)), connect_timeout_(connect_timeout) {
+  : url_(std::move(url)) {
+  opts_.connect_timeout = connect_timeout;
+  connect();
+}
+
+connection::connection(std::string url, connection_options options)
+  : url_(std::move(url)), opts_(options) {
   connect();
 }
 
@@ -189,7 +197,7 @@ connection::~connection() {
 
 connection::connection(connection&& other) noexcept
   : url_(std::move(other.url_)),
-    connect_timeout_(other.connect_timeout_),
+    opts_(other.opts_),
     conn_(std::exchange(other.conn_, nullptr)),
     prepared_(std::move(other.prepared_)) {
 }
@@ -199,7 +207,7 @@ connection& connection::operator=(connection&& other) noexcept {
     if (conn_)
       PQfinish(conn_);
     url_ = std::move(other.url_);
-    connect_timeout_ = other.connect_timeout_;
+    opts_ = other.opts_;
     conn_ = std::exchange(other.conn_, nullptr);
     prepared_ = std::move(other.prepared_);
   }
@@ -207,15 +215,44 @@ connection& connection::operator=(connection&& other) noexcept {
 }
 
 void connection::connect() {
-  // connect_timeout is passed as a separate keyword so URLs, keyword strings
-  // and PG* environment variables all keep working.
-  auto timeout = std::to_string(connect_timeout_.count());
-  const char* keys[] = {"dbname", "connect_timeout", "application_name", nullptr};
-  const char* vals[] = {url_.c_str(), timeout.c_str(), "spool", nullptr};
+  // Settings go as separate keywords so URLs, keyword strings and PG*
+  // environment variables all keep working. Keywords are processed in order
+  // and the last value wins: ours come before "dbname", whose expansion (the
+  // user's connection string) may override them.
+  std::vector<std::pair<const char*, std::string>> kv;
+  kv.emplace_back("connect_timeout", std::to_string(opts_.connect_timeout.count()));
+  std::string options;
+  if (opts_.statement_timeout.count() > 0)
+    options += "-c statement_timeout=" + std::to_string(opts_.statement_timeout.count());
+  if (opts_.lock_timeout.count() > 0)
+    options += (options.empty() ? "" : " ") + std::string{"-c lock_timeout="}
+               + std::to_string(opts_.lock_timeout.count());
+  if (!options.empty())
+    kv.emplace_back("options", options);
+  if (opts_.keepalives_idle_s > 0 || opts_.keepalives_interval_s > 0
+      || opts_.keepalives_count > 0)
+    kv.emplace_back("keepalives", "1");
+  if (opts_.keepalives_idle_s > 0)
+    kv.emplace_back("keepalives_idle", std::to_string(opts_.keepalives_idle_s));
+  if (opts_.keepalives_interval_s > 0)
+    kv.emplace_back("keepalives_interval", std::to_string(opts_.keepalives_interval_s));
+  if (opts_.keepalives_count > 0)
+    kv.emplace_back("keepalives_count", std::to_string(opts_.keepalives_count));
+  if (opts_.tcp_user_timeout.count() > 0)
+    kv.emplace_back("tcp_user_timeout", std::to_string(opts_.tcp_user_timeout.count()));
+  kv.emplace_back("dbname", url_);
+  kv.emplace_back("application_name", "spool");
+  std::vector<const char*> keys, vals;
+  for (auto& [k, v] : kv) {
+    keys.push_back(k);
+    vals.push_back(v.c_str());
+  }
+  keys.push_back(nullptr);
+  vals.push_back(nullptr);
   if (conn_)
     PQfinish(conn_);
   prepared_.clear();
-  conn_ = PQconnectdbParams(keys, vals, /*expand_dbname=*/1);
+  conn_ = PQconnectdbParams(keys.data(), vals.data(), /*expand_dbname=*/1);
   if (conn_ == nullptr)
     throw error("connecting to " + redact_url(url_), "out of memory", {}, true);
   if (PQstatus(conn_) != CONNECTION_OK) {
@@ -230,6 +267,8 @@ void connection::connect() {
   }
   // Notices (e.g. "relation already exists, skipping") are not errors.
   PQsetNoticeProcessor(conn_, [](void*, const char*) {}, nullptr);
+  if (opts_.call_timeout.count() > 0)
+    PQsetnonblocking(conn_, 1);
 }
 
 void connection::reconnect() {
@@ -263,26 +302,120 @@ bool connection::healthy() {
   return false;
 }
 
+namespace {
+
+/// The first line of `s`, trimmed.
+std::string first_line(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\n'))
+    s.remove_prefix(1);
+  s = s.substr(0, s.find('\n'));
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\r'))
+    s.remove_suffix(1);
+  return std::string{s};
+}
+
+} // namespace
+
 void connection::raise(pg_result* res, std::string_view context) {
+  // One line: the server's primary message (and the first line of its
+  // detail), never the CONTEXT (for a PL/pgSQL function: its statements).
   std::string sqlstate;
   std::string msg;
   if (res) {
     if (auto s = PQresultErrorField(res, PG_DIAG_SQLSTATE))
       sqlstate = s;
-    msg = PQresultErrorMessage(res);
+    if (auto primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY)) {
+      msg = first_line(primary);
+      if (auto detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL))
+        msg += " (" + first_line(detail) + ")";
+    } else {
+      msg = first_line(PQresultErrorMessage(res));
+    }
     PQclear(res);
   }
   if (msg.empty() && conn_)
-    msg = PQerrorMessage(conn_);
+    msg = first_line(PQerrorMessage(conn_));
   bool lost = conn_ == nullptr || PQstatus(conn_) != CONNECTION_OK;
   if (msg.empty())
     msg = "unknown error";
-  // Keep the first line: the DETAIL/HINT lines follow it.
-  while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' '))
-    msg.pop_back();
   if (msg.rfind("ERROR:  ", 0) == 0)
     msg.erase(0, 8);
   throw error(std::string{context}, msg, sqlstate, lost);
+}
+
+void connection::abandon(std::string_view context) {
+  PQfinish(conn_);
+  conn_ = nullptr;
+  prepared_.clear();
+  char secs[32];
+  std::snprintf(secs, sizeof secs, "%.3g", opts_.call_timeout.count() / 1000.0);
+  throw error(std::string{context},
+              std::string{"no answer from the database within "} + secs
+                + " s; connection closed",
+              {}, true);
+}
+
+pg_result* connection::await_result(std::string_view context) {
+  using clock = std::chrono::steady_clock;
+  auto deadline = clock::now() + opts_.call_timeout;
+  // Waits for the socket; false once the deadline passed.
+  auto wait = [&](short events) {
+    for (;;) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
+      if (left.count() <= 0)
+        return false;
+      pollfd pfd{PQsocket(conn_), events, 0};
+      int n = ::poll(&pfd, 1, static_cast<int>(std::min<int64_t>(left.count() + 1, 1 << 30)));
+      if (n > 0)
+        return true;
+      if (n < 0 && errno != EINTR)
+        return true; // let libpq report the socket's error
+    }
+  };
+  for (;;) {
+    int f = PQflush(conn_);
+    if (f == 0)
+      break;
+    if (f < 0)
+      raise(nullptr, context);
+    if (!wait(POLLIN | POLLOUT))
+      abandon(context);
+    if (PQconsumeInput(conn_) == 0)
+      raise(nullptr, context);
+  }
+  pg_result* kept = nullptr; // the first error, else the last result
+  for (;;) {
+    while (PQisBusy(conn_)) {
+      if (!wait(POLLIN)) {
+        if (kept)
+          PQclear(kept);
+        abandon(context);
+      }
+      if (PQconsumeInput(conn_) == 0) {
+        if (kept)
+          PQclear(kept);
+        raise(nullptr, context);
+      }
+    }
+    pg_result* r = PQgetResult(conn_);
+    if (r == nullptr)
+      break;
+    auto st = PQresultStatus(r);
+    bool failed = st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK;
+    if (kept == nullptr || (failed && (PQresultStatus(kept) == PGRES_COMMAND_OK
+                                       || PQresultStatus(kept) == PGRES_TUPLES_OK))) {
+      if (kept)
+        PQclear(kept);
+      kept = r;
+    } else if (!failed && (PQresultStatus(kept) == PGRES_COMMAND_OK
+                           || PQresultStatus(kept) == PGRES_TUPLES_OK)) {
+      PQclear(kept);
+      kept = r;
+    } else {
+      PQclear(r);
+    }
+  }
+  return kept;
 }
 
 namespace {
@@ -309,8 +442,16 @@ result connection::exec(std::string_view sql, const params& ps,
     throw error(std::string{context}, "not connected", {}, true);
   std::string text{sql};
   param_arrays pa{ps};
-  auto res = PQexecParams(conn_, text.c_str(), static_cast<int>(ps.size()),
-                          nullptr, pa.values.data(), nullptr, nullptr, 0);
+  pg_result* res = nullptr;
+  if (opts_.call_timeout.count() > 0) {
+    if (!PQsendQueryParams(conn_, text.c_str(), static_cast<int>(ps.size()), nullptr,
+                           pa.values.data(), nullptr, nullptr, 0))
+      raise(nullptr, context);
+    res = await_result(context);
+  } else {
+    res = PQexecParams(conn_, text.c_str(), static_cast<int>(ps.size()), nullptr,
+                       pa.values.data(), nullptr, nullptr, 0);
+  }
   if (res == nullptr || !succeeded(res))
     raise(res, context);
   return result{res};
@@ -324,16 +465,32 @@ result connection::exec_prepared(std::string_view sql, const params& ps,
   auto i = prepared_.find(text);
   if (i == prepared_.end()) {
     auto name = "spool_" + std::to_string(prepared_.size());
-    auto res = PQprepare(conn_, name.c_str(), text.c_str(),
-                         static_cast<int>(ps.size()), nullptr);
+    pg_result* res = nullptr;
+    if (opts_.call_timeout.count() > 0) {
+      if (!PQsendPrepare(conn_, name.c_str(), text.c_str(), static_cast<int>(ps.size()),
+                         nullptr))
+        raise(nullptr, context);
+      res = await_result(context);
+    } else {
+      res = PQprepare(conn_, name.c_str(), text.c_str(), static_cast<int>(ps.size()),
+                      nullptr);
+    }
     if (res == nullptr || !succeeded(res))
       raise(res, context);
     PQclear(res);
     i = prepared_.emplace(std::move(text), std::move(name)).first;
   }
   param_arrays pa{ps};
-  auto res = PQexecPrepared(conn_, i->second.c_str(), static_cast<int>(ps.size()),
-                            pa.values.data(), nullptr, nullptr, 0);
+  pg_result* res = nullptr;
+  if (opts_.call_timeout.count() > 0) {
+    if (!PQsendQueryPrepared(conn_, i->second.c_str(), static_cast<int>(ps.size()),
+                             pa.values.data(), nullptr, nullptr, 0))
+      raise(nullptr, context);
+    res = await_result(context);
+  } else {
+    res = PQexecPrepared(conn_, i->second.c_str(), static_cast<int>(ps.size()),
+                         pa.values.data(), nullptr, nullptr, 0);
+  }
   if (res == nullptr || !succeeded(res))
     raise(res, context);
   return result{res};

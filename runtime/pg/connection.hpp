@@ -84,11 +84,36 @@ private:
 
 // -- connection ----------------------------------------------------------------
 
+/// How a connection guards against a slow, hung or vanished server. Zero
+/// leaves a setting at the libpq or server default. A connection string's
+/// own settings win over these.
+struct connection_options {
+  /// Time to establish a connection. Defaults to 10 s.
+  std::chrono::seconds connect_timeout{10};
+  /// Server-side limits of the session (statement_timeout, lock_timeout).
+  std::chrono::milliseconds statement_timeout{0};
+  std::chrono::milliseconds lock_timeout{0};
+  /// TCP keepalives: idle time before the first probe, between probes, and
+  /// probes lost before the connection counts as dead.
+  int keepalives_idle_s = 0;
+  int keepalives_interval_s = 0;
+  int keepalives_count = 0;
+  /// How long sent data may stay unacknowledged before the connection is
+  /// dropped (TCP_USER_TIMEOUT).
+  std::chrono::milliseconds tcp_user_timeout{0};
+  /// Client-side deadline of one call, for a server that accepts bytes but
+  /// never answers (a paused server): past it the connection is closed and
+  /// the call fails with connection_lost(). Whether the statement ran is
+  /// then unknown. Zero: no deadline.
+  std::chrono::milliseconds call_timeout{0};
+};
+
 class connection {
 public:
   /// Connects; throws pg::error (naming the redacted URL) when that fails.
   explicit connection(std::string url,
                       std::chrono::seconds connect_timeout = std::chrono::seconds{10});
+  connection(std::string url, connection_options options);
   ~connection();
   connection(const connection&) = delete;
   connection& operator=(const connection&) = delete;
@@ -136,9 +161,13 @@ public:
 private:
   void connect();
   [[noreturn]] void raise(pg_result* res, std::string_view context);
+  /// After a successful PQsend*: the call's result within call_timeout.
+  pg_result* await_result(std::string_view context);
+  /// Closes the connection after a missed deadline and throws.
+  [[noreturn]] void abandon(std::string_view context);
 
   std::string url_;
-  std::chrono::seconds connect_timeout_;
+  connection_options opts_;
   pg_conn* conn_ = nullptr;
   std::unordered_map<std::string, std::string> prepared_;
 };

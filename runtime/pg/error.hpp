@@ -25,6 +25,19 @@ public:
     return sqlstate_ == "40001" || sqlstate_ == "40P01";
   }
 
+  /// Whether the same call may succeed later unchanged: a lost connection,
+  /// a timeout or cancel (class 57), a lock not available (55), a lack of
+  /// resources (53), a system error (58) or a transaction conflict (40).
+  /// Otherwise the statement's input is at fault (a data exception, a
+  /// constraint, a program limit) and repeating it cannot help.
+  bool transient() const noexcept {
+    if (connection_lost_ || sqlstate_.empty())
+      return true;
+    auto cls = sqlstate_.substr(0, 2);
+    return cls == "08" || cls == "40" || cls == "53" || cls == "55" || cls == "57"
+           || cls == "58";
+  }
+
 private:
   std::string context_;
   std::string message_;

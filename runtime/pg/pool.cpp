@@ -57,7 +57,7 @@ void pool::make_healthy(std::unique_ptr<connection>& conn) {
       if (conn)
         conn->reconnect();
       else
-        conn = std::make_unique<connection>(url_);
+        conn = std::make_unique<connection>(url_, opts_.connection);
       if (!opts_.on_connect.empty())
         conn->exec_script(opts_.on_connect, "setting up session");
       std::lock_guard guard{mtx_};
@@ -67,7 +67,7 @@ void pool::make_healthy(std::unique_ptr<connection>& conn) {
       if (std::chrono::steady_clock::now() + backoff >= deadline)
         throw;
       if (attempt == 1)
-        spdlog::warn("database unavailable, reconnecting: {}", e.what());
+        spdlog::debug("database unavailable, reconnecting: {}", e.what());
       std::this_thread::sleep_for(backoff);
       backoff = std::min(backoff * 2, opts_.max_backoff);
     }

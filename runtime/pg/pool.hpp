@@ -26,8 +26,10 @@ struct pool_options {
   /// First reconnect delay; doubles up to `max_backoff`. Defaults 50 ms / 2 s.
   std::chrono::milliseconds initial_backoff{50};
   std::chrono::milliseconds max_backoff{2'000};
-  /// Session setup run on every new connection (static SQL), e.g. timeouts.
+  /// Session setup run on every new connection (static SQL).
   std::string on_connect;
+  /// Timeouts and keepalives of every connection.
+  connection_options connection;
 };
 
 class pool {

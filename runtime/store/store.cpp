@@ -6,6 +6,7 @@
 #include <libpq-fe.h>
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <chrono>
 #include <thread>
 
@@ -62,7 +63,8 @@ std::string pipeline_json(const std::vector<pipeline_stage>& pipeline) {
     }
     out += "],\"optional\":";
     out += s.optional ? "true" : "false";
-    out += ",\"max_retries\":" + std::to_string(s.max_retries) + "}";
+    out += ",\"max_retries\":" + std::to_string(s.max_retries);
+    out += ",\"max_lost\":" + std::to_string(s.max_lost) + "}";
   }
   return out + "]";
 }
@@ -100,6 +102,20 @@ std::vector<recorded> read_recorded(const pg::result& res) {
 
 } // namespace
 
+int64_t next_lease_token() noexcept {
+  static std::atomic<int64_t> last{0};
+  return last.fetch_add(1, std::memory_order_relaxed) + 1;
+}
+
+outcome_record outcome_record::for_claim(const claimed_run& run, record_kind kind) {
+  outcome_record o;
+  o.run_id = run.run_id;
+  o.attempt = run.attempt;
+  o.lease_token = run.lease_token;
+  o.kind = kind;
+  return o;
+}
+
 std::vector<enqueued> store::enqueue(const std::vector<new_task>& tasks,
                                      const std::vector<pipeline_stage>& pipeline) {
   if (tasks.empty())
@@ -130,21 +146,35 @@ std::vector<enqueued> store::enqueue(const std::vector<new_task>& tasks,
 
 std::vector<claimed_run> store::claim(std::string_view stage, int limit,
                                       std::string_view worker,
-                                      std::chrono::milliseconds lease) {
+                                      std::chrono::milliseconds lease, int64_t token) {
+  if (token == 0)
+    token = next_lease_token();
   pg::params ps{pg::to_param(stage), pg::to_param(limit), pg::to_param(worker),
-                pg::to_param(static_cast<int64_t>(lease.count()))};
+                pg::to_param(static_cast<int64_t>(lease.count())), pg::to_param(token)};
   auto res = with_retry(conn_, [&] {
     return conn_.exec_prepared(
-      "SELECT run_id, task_id, stage, attempt, failed_attempts, channel_id, priority, "
-      "payload, inputs FROM spool_claim($1, $2, $3, $4)",
+      "SELECT run_id, task_id, stage, attempt, failed_attempts, lost_attempts, snoozed_ms, "
+      "channel_id, priority, payload, inputs FROM spool_claim($1, $2, $3, $4, $5)",
       ps, "claiming stage runs");
   });
   std::vector<claimed_run> out;
   out.reserve(static_cast<size_t>(res.rows()));
-  for (int i = 0; i < res.rows(); ++i)
-    out.push_back({res.i64(i, 0), res.i64(i, 1), res.str(i, 2),
-                   static_cast<int>(res.i64(i, 3)), static_cast<int>(res.i64(i, 4)),
-                   res.str(i, 5), res.str(i, 6), res.str(i, 7), res.str(i, 8)});
+  for (int i = 0; i < res.rows(); ++i) {
+    claimed_run r;
+    r.run_id = res.i64(i, 0);
+    r.task_id = res.i64(i, 1);
+    r.stage = res.str(i, 2);
+    r.attempt = static_cast<int>(res.i64(i, 3));
+    r.lease_token = token;
+    r.failed_attempts = static_cast<int>(res.i64(i, 4));
+    r.lost_attempts = static_cast<int>(res.i64(i, 5));
+    r.snoozed = std::chrono::milliseconds{res.i64(i, 6)};
+    r.channel_id = res.str(i, 7);
+    r.priority = res.str(i, 8);
+    r.payload = res.str(i, 9);
+    r.inputs = res.str(i, 10);
+    out.push_back(std::move(r));
+  }
   return out;
 }
 
@@ -154,12 +184,13 @@ std::vector<recorded> store::record(std::string_view worker,
     return {};
   std::vector<std::string> workers, kinds, classes, messages;
   std::vector<std::optional<std::string>> outputs;
-  std::vector<int64_t> runs, attempts, delays, started, finished;
+  std::vector<int64_t> runs, attempts, tokens, delays, started, finished;
   std::vector<double> costs;
   for (auto& o : outcomes) {
     workers.emplace_back(worker);
     runs.push_back(o.run_id);
     attempts.push_back(o.attempt);
+    tokens.push_back(o.lease_token);
     kinds.emplace_back(kind_name(o.kind));
     delays.push_back(o.delay.count());
     outputs.push_back(o.kind == record_kind::ok ? std::optional{o.output} : std::nullopt);
@@ -170,25 +201,80 @@ std::vector<recorded> store::record(std::string_view worker,
     finished.push_back(o.finished_us);
   }
   pg::params ps{pg::array_literal(workers),  pg::array_literal(runs),
-                pg::array_literal(attempts), pg::array_literal(kinds),
+                pg::array_literal(attempts), pg::array_literal(tokens),
+                pg::array_literal(kinds),
                 pg::array_literal(delays),   pg::array_literal(outputs),
                 pg::array_literal(costs),    pg::array_literal(classes),
                 pg::array_literal(messages), pg::array_literal(started),
                 pg::array_literal(finished)};
   return read_recorded(with_retry(conn_, [&] {
     return conn_.exec_prepared(
-      "SELECT run_id, accepted, state FROM spool_record_outcomes($1, $2, $3, $4, $5, "
-      "$6::jsonb[], $7, $8, $9, $10, $11)",
+      "SELECT run_id, accepted, state FROM spool_record_outcomes($1, $2, $3, $4, $5, $6, "
+      "$7::jsonb[], $8, $9, $10, $11, $12)",
       ps, "recording stage outcomes");
   }));
 }
 
-int store::heartbeat(std::string_view worker, std::chrono::milliseconds lease) {
-  auto res = conn_.exec_prepared("SELECT spool_heartbeat($1, $2)",
-                                 {pg::to_param(worker),
-                                  pg::to_param(static_cast<int64_t>(lease.count()))},
-                                 "extending leases");
-  return static_cast<int>(res.i64(0, 0));
+std::vector<recorded> store::record_isolating(std::string_view worker,
+                                              const std::vector<outcome_record>& recs) {
+  try {
+    return record(worker, recs);
+  } catch (const pg::error& e) {
+    if (e.transient())
+      throw; // the caller keeps the batch and tries again later
+    if (recs.size() > 1) {
+      auto mid = recs.begin() + static_cast<std::ptrdiff_t>(recs.size() / 2);
+      auto out = record_isolating(worker, {recs.begin(), mid});
+      auto rest = record_isolating(worker, {mid, recs.end()});
+      out.insert(out.end(), rest.begin(), rest.end());
+      return out;
+    }
+    auto bad = recs.front();
+    spdlog::error("recording the outcome of run {} attempt {} failed ({}: {}); failing the run",
+                  bad.run_id, bad.attempt, e.sqlstate(), e.message());
+    bad.kind = record_kind::fail;
+    bad.output = "{}";
+    bad.cost = 0;
+    bad.error_class = "permanent";
+    bad.message = "the database refused this outcome: " + e.message() + " (SQLSTATE "
+                  + e.sqlstate() + ")";
+    try {
+      return record(worker, {bad});
+    } catch (const pg::error& e2) {
+      if (e2.transient())
+        throw;
+      spdlog::error("recording run {} as failed was refused too ({}: {}); its lease will "
+                    "expire and be rescued",
+                    bad.run_id, e2.sqlstate(), e2.message());
+      return {{bad.run_id, false, "unrecordable"}};
+    }
+  }
+}
+
+std::vector<heartbeat_note> store::heartbeat(std::string_view worker,
+                                             std::chrono::milliseconds lease,
+                                             const std::vector<held_claim>& held,
+                                             int64_t horizon) {
+  std::vector<int64_t> runs, attempts, tokens;
+  for (auto& h : held) {
+    runs.push_back(h.run_id);
+    attempts.push_back(h.attempt);
+    tokens.push_back(h.lease_token);
+  }
+  auto res = with_retry(conn_, [&] {
+    return conn_.exec_prepared(
+      "SELECT what, run_id, attempt, token FROM spool_heartbeat($1, $2, $3, $4, $5, $6)",
+      {pg::to_param(worker), pg::to_param(static_cast<int64_t>(lease.count())),
+       pg::array_literal(runs), pg::array_literal(attempts), pg::array_literal(tokens),
+       pg::to_param(horizon)},
+      "heartbeat");
+  });
+  std::vector<heartbeat_note> out;
+  for (int i = 0; i < res.rows(); ++i)
+    out.push_back({res.text(i, 0) == "lost" ? heartbeat_note::what::lost
+                                            : heartbeat_note::what::released,
+                   {res.i64(i, 1), static_cast<int>(res.i64(i, 2)), res.i64(i, 3)}});
+  return out;
 }
 
 std::vector<recorded> store::rescue(int limit) {
@@ -199,11 +285,13 @@ std::vector<recorded> store::rescue(int limit) {
 }
 
 void store::register_worker(const worker_info& w) {
-  conn_.query("INSERT INTO workers (id, host, pid, config_version) VALUES ($1, $2, $3, $4) "
+  conn_.query("INSERT INTO workers (id, host, pid, config_version, stages, lease_ms) "
+              "VALUES ($1, $2, $3, $4, $5, $6) "
               "ON CONFLICT (id) DO UPDATE SET host = EXCLUDED.host, pid = EXCLUDED.pid, "
-              "config_version = EXCLUDED.config_version, last_heartbeat = now(), "
-              "stopped_at = NULL",
-              w.id, w.host, w.pid, w.config_version);
+              "config_version = EXCLUDED.config_version, stages = EXCLUDED.stages, "
+              "lease_ms = EXCLUDED.lease_ms, last_heartbeat = now(), stopped_at = NULL",
+              w.id, w.host, w.pid, w.config_version, pg::array_literal(w.stages),
+              static_cast<int64_t>(w.lease.count()));
 }
 
 void store::worker_stopped(std::string_view worker) {

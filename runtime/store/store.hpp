@@ -22,12 +22,15 @@ std::string_view to_string(priority p) noexcept;
 /// "high", "normal" or "low"; nullopt otherwise.
 std::optional<priority> parse_priority(std::string_view s) noexcept;
 
-/// One stage as the queue sees it: its place in the DAG and its retry limit.
+/// One stage as the queue sees it: its place in the DAG and its limits, which
+/// are copied into its runs at enqueue.
 struct pipeline_stage {
   std::string name;
   std::vector<std::string> after;
   bool optional = false;
   int max_retries = 3;
+  /// Leases a run may lose (its worker died or stalled) before it fails.
+  int max_lost = 5;
 };
 
 /// A video to make.
@@ -53,10 +56,19 @@ struct claimed_run {
   int64_t run_id = 0;
   int64_t task_id = 0;
   std::string stage;
-  /// The claim's attempt number: with the worker id, it fences outcomes.
+  /// The claim's attempt number: with the worker id and the lease token, it
+  /// fences outcomes.
   int attempt = 0;
-  /// Attempts that failed so far (counted toward the retry limit).
+  /// The claim's lease token: never the same for two claims of one process
+  /// (see next_lease_token), so no two executions share a fence.
+  int64_t lease_token = 0;
+  /// Attempts that failed so far (counted toward the retry limit). A
+  /// provider saw each, so the idempotency key changes with this count.
   int failed_attempts = 0;
+  /// Leases lost so far because a worker died or stalled (their own limit).
+  int lost_attempts = 0;
+  /// Time spent snoozed (rate limited) so far.
+  std::chrono::milliseconds snoozed{0};
   std::string channel_id;
   std::string priority;
   std::string payload; // JSON object text
@@ -75,6 +87,7 @@ enum class record_kind {
 struct outcome_record {
   int64_t run_id = 0;
   int attempt = 0;
+  int64_t lease_token = 0;
   record_kind kind = record_kind::ok;
   std::chrono::milliseconds delay{0};
   std::string output = "{}"; // for ok
@@ -85,6 +98,28 @@ struct outcome_record {
   /// epoch, the worker's clock); 0 when unknown (then: claim and record time).
   int64_t started_us = 0;
   int64_t finished_us = 0;
+
+  /// An outcome of `kind` for the claim `run` (its fence copied).
+  static outcome_record for_claim(const claimed_run& run, record_kind kind);
+};
+
+/// One claim a worker holds: what a heartbeat names.
+struct held_claim {
+  int64_t run_id = 0;
+  int attempt = 0;
+  int64_t lease_token = 0;
+  bool operator==(const held_claim&) const = default;
+  auto operator<=>(const held_claim&) const = default;
+};
+
+/// What a heartbeat learned about one claim.
+struct heartbeat_note {
+  enum class what {
+    lost,     // named, but the database no longer attributes it to the worker
+    released, // attributed to the worker but not named: handed back
+  };
+  what kind;
+  held_claim claim;
 };
 
 struct recorded {
@@ -101,7 +136,15 @@ struct worker_info {
   std::string host;
   int pid = 0;
   std::string config_version;
+  /// The stages it serves.
+  std::vector<std::string> stages;
+  /// Its lease: without a heartbeat for this long it counts as stale.
+  std::chrono::milliseconds lease{30'000};
 };
+
+/// A lease token no earlier call in this process returned (1, 2, 3, ...).
+/// Thread-safe.
+int64_t next_lease_token() noexcept;
 
 class store {
 public:
@@ -114,18 +157,39 @@ public:
                                 const std::vector<pipeline_stage>& pipeline);
 
   /// Claims up to `limit` ready runs of `stage` in fair order: priority,
-  /// then round-robin across channels, then FIFO.
+  /// then round-robin across channels, then FIFO. Every run claimed gets the
+  /// lease token `token` (0: a new one from next_lease_token()); a worker
+  /// passes a fresh one per call.
   std::vector<claimed_run> claim(std::string_view stage, int limit,
                                  std::string_view worker,
-                                 std::chrono::milliseconds lease);
+                                 std::chrono::milliseconds lease,
+                                 int64_t token = 0);
 
   /// Records many outcomes in one round trip; each is fenced by
-  /// (worker, attempt). Results are in input order.
+  /// (worker, attempt, lease token). Results are in input order.
   std::vector<recorded> record(std::string_view worker,
                                const std::vector<outcome_record>& outcomes);
 
-  /// Extends every lease `worker` holds and stamps its heartbeat.
-  int heartbeat(std::string_view worker, std::chrono::milliseconds lease);
+  /// Like record(), but when the database refuses the batch for its
+  /// content (pg::error::transient() is false: a data exception, a
+  /// constraint, a program limit), finds the records it refuses by halving
+  /// and records each of those as a permanent failure carrying the
+  /// database's message; the rest are recorded as they are. A record the
+  /// database refuses even as a plain failure comes back not accepted with
+  /// state "unrecordable". Transient errors (a lost connection, a timeout)
+  /// are thrown: the caller keeps the batch and tries again.
+  std::vector<recorded> record_isolating(std::string_view worker,
+                                         const std::vector<outcome_record>& outcomes);
+
+  /// Extends exactly the leases in `held` that `worker` still holds and
+  /// stamps its heartbeat. Answers with every claim of `held` the database
+  /// no longer attributes to the worker (lost), and hands back at once the
+  /// runs it attributes to the worker from claims with a token up to
+  /// `horizon` that `held` does not name (released).
+  std::vector<heartbeat_note> heartbeat(std::string_view worker,
+                                        std::chrono::milliseconds lease,
+                                        const std::vector<held_claim>& held,
+                                        int64_t horizon);
 
   /// Returns runs whose lease expired to the queue (or fails them past their
   /// retry limit). Safe from every worker at once.

@@ -29,20 +29,14 @@ std::vector<std::string> claim_channels(store::store& q, int n, const std::strin
 }
 
 store::outcome_record ok(const store::claimed_run& r, std::string output = "{}") {
-  store::outcome_record o;
-  o.run_id = r.run_id;
-  o.attempt = r.attempt;
-  o.kind = record_kind::ok;
+  auto o = store::outcome_record::for_claim(r, record_kind::ok);
   o.output = std::move(output);
   return o;
 }
 
 store::outcome_record with_kind(const store::claimed_run& r, record_kind k,
                                 std::chrono::milliseconds delay = 0ms) {
-  store::outcome_record o;
-  o.run_id = r.run_id;
-  o.attempt = r.attempt;
-  o.kind = k;
+  auto o = store::outcome_record::for_claim(r, k);
   o.delay = delay;
   o.error_class = k == record_kind::snooze ? "rate_limited" : "transient";
   o.message = "test";
@@ -359,9 +353,15 @@ TEST_CASE_METHOD(queue_fixture, "heartbeats extend only the worker's own leases"
   enqueue_one("A");
   enqueue_one("B");
   q.register_worker({"w1", "host", 1, "v1"});
-  q.claim("s", 1, "w1", 1ms);
-  q.claim("s", 1, "w2", 1ms);
-  CHECK(q.heartbeat("w1", 1h) == 1);
+  auto mine = q.claim("s", 1, "w1", 1ms).at(0);
+  auto theirs = q.claim("s", 1, "w2", 1ms).at(0);
+  // w1 names w2's claim too: that is not w1's to extend.
+  auto notes = q.heartbeat("w1", 1h,
+                           {{mine.run_id, mine.attempt, mine.lease_token},
+                            {theirs.run_id, theirs.attempt, theirs.lease_token}},
+                           theirs.lease_token);
+  REQUIRE(notes.size() == 1);
+  CHECK(notes[0].claim.run_id == theirs.run_id);
   std::this_thread::sleep_for(20ms);
   auto rescued = q.rescue(10);
   REQUIRE(rescued.size() == 1);
@@ -586,7 +586,17 @@ TEST_CASE_METHOD(queue_fixture,
   recorder.exec("SELECT 1 FROM stage_runs WHERE id = $1 FOR UPDATE",
                 {pg::to_param(got[0].run_id)});
   conn.exec("SET statement_timeout = '5s'"); // a wait fails the test, not hangs it
-  CHECK(q.heartbeat("w", 1h) == 1);
+  std::vector<store::held_claim> held;
+  for (auto& r : got)
+    held.push_back({r.run_id, r.attempt, r.lease_token});
+  auto extended = [&] {
+    return scalar("SELECT count(*) FROM stage_runs WHERE lease_expires_at > now() + "
+                  "interval '30 minutes'");
+  };
+  // Neither lost (the lock hides nothing from the check) nor waited for.
+  CHECK(q.heartbeat("w", 1h, held, got[1].lease_token).empty());
+  CHECK(extended() == 1);
   recorder.exec("ROLLBACK");
-  CHECK(q.heartbeat("w", 1h) == 2);
+  CHECK(q.heartbeat("w", 1h, held, got[1].lease_token).empty());
+  CHECK(extended() == 2);
 }
