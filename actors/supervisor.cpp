@@ -142,7 +142,7 @@ void handle_outcome(self_ptr self, job_state& js, outcome o, int64_t started_us 
     return;
   }
   auto decision = config::decide_retry(js.job.stage->retry, o.kind, run.failed_attempts + 1,
-                                       o.retry_after_s, self->state.rng);
+                                       o.retry_after_s, 0.0, self->state.rng);
   using act = config::retry_decision::action;
   rec.delay = decision.delay;
   rec.error_class = std::string{to_string(o.kind)};
