@@ -69,6 +69,24 @@ std::string read_text(const std::string& path) {
   return out.str();
 }
 
+/// The row of the property table in config/README.md for `p`: name, type,
+/// default, constraint (with its condition), change, description.
+std::string readme_row(const property_info& p) {
+  std::string def;
+  if (p.required)
+    def = "required";
+  else if (!p.default_text.empty())
+    def = "`" + p.default_text + "`";
+  auto constraint = p.constraint;
+  if (!p.applies_when.empty())
+    constraint += (constraint.empty() ? "" : "; ") + std::string("only when ")
+                  + p.applies_when;
+  return "| `" + p.name + "` | " + std::string(to_string(p.type)) + " | "
+         + def + " | " + constraint + " | "
+         + (p.needs_restart ? "restart" : "live") + " | " + p.description
+         + " |";
+}
+
 } // namespace
 
 // -- defaults -----------------------------------------------------------------
@@ -686,12 +704,15 @@ TEST_CASE("the shipped config/spool.json validates", "[config]") {
     CHECK(st.executor.kind == executor_kind::simulate);
 }
 
-TEST_CASE("every property is documented in config/README.md", "[config]") {
+TEST_CASE("every property is documented in config/README.md as the "
+          "registry describes it",
+          "[config]") {
   auto readme = read_text(SPOOL_SOURCE_DIR "/config/README.md");
   REQUIRE_FALSE(readme.empty());
   for (const auto& p : describe()) {
     INFO(p.name);
     CHECK(readme.find("`" + p.name + "`") != std::string::npos);
+    CHECK(readme.find(readme_row(p)) != std::string::npos);
   }
 }
 
