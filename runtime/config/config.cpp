@@ -31,11 +31,10 @@ std::chrono::milliseconds to_duration(double seconds) noexcept {
   using rep = std::chrono::milliseconds::rep;
   if (!(seconds > 0)) // also NaN
     return std::chrono::milliseconds{0};
-  auto ms = seconds * 1000.0;
-  // 2^63 as a double; every double below it converts without overflow.
-  constexpr double limit = 9223372036854775808.0;
-  if (ms >= limit)
-    return std::chrono::milliseconds{std::numeric_limits<rep>::max()};
+  auto ms = seconds * 1000.0; // +inf for huge values, never UB
+  constexpr auto limit = static_cast<double>(max_duration.count());
+  if (!(ms < limit))
+    return max_duration;
   return std::chrono::milliseconds{static_cast<rep>(std::llround(ms))};
 }
 
@@ -420,6 +419,10 @@ struct property {
     max = hi;
     return *this;
   }
+  property& at_most(double hi) {
+    max = hi;
+    return *this;
+  }
   property& check(check_fn fn, std::string_view text) {
     check_ = fn;
     check_text = text;
@@ -455,9 +458,13 @@ struct property {
       for (std::size_t i = 0; i < choices.size(); ++i)
         out += (i == 0 ? "" : ", ") + std::string(choices[i]);
     } else if (std::isfinite(min) && std::isfinite(max)) {
-      out = format_number(min) + ".." + format_number(max);
+      out = min_open ? "> " + format_number(min) + " and <= "
+                         + format_number(max)
+                     : format_number(min) + ".." + format_number(max);
     } else if (std::isfinite(min)) {
       out = (min_open ? "> " : ">= ") + format_number(min);
+    } else if (std::isfinite(max)) {
+      out = "<= " + format_number(max);
     }
     if (!check_text.empty())
       out += out.empty() ? std::string(check_text)
@@ -539,12 +546,12 @@ const std::vector<property<snapshot>>& root_properties() {
     field<&snapshot::worker, &worker_config::heartbeat_interval_s>(
       "worker.heartbeat_interval_s")
       .def("5")
-      .above(0)
+      .between(0.01, 3600)
       .live()
       .doc("Seconds between lease extensions and heartbeat log lines."),
     field<&snapshot::worker, &worker_config::lease_s>("worker.lease_s")
       .def("30")
-      .above(0)
+      .between(0.01, 86400)
       .rule("> worker.heartbeat_interval_s")
       .live()
       .doc("Seconds a claimed run stays leased without a heartbeat."),
@@ -554,42 +561,99 @@ const std::vector<property<snapshot>>& root_properties() {
       .between(1, 10000)
       .live()
       .doc("Maximum stage runs claimed by one statement."),
+    field<&snapshot::worker, &worker_config::record_batch_limit>(
+      "worker.record_batch_limit")
+      .def("500")
+      .between(1, 10000)
+      .live()
+      .doc("Maximum outcomes recorded by one statement."),
     field<&snapshot::worker, &worker_config::shutdown_grace_s>(
       "worker.shutdown_grace_s")
       .def("30")
-      .at_least(0)
+      .between(0, 86400)
       .live()
       .doc("Seconds running work may take to finish on shutdown before it is "
            "cancelled."),
     field<&snapshot::worker, &worker_config::rescue_interval_s>(
       "worker.rescue_interval_s")
       .def("15")
-      .above(0)
+      .between(0.01, 86400)
       .live()
       .doc("Seconds between runs of the rescuer of expired leases."),
     field<&snapshot::worker, &worker_config::stuck_sweep_interval_s>(
       "worker.stuck_sweep_interval_s")
       .def("3600")
-      .above(0)
+      .between(0.01, 86400)
       .live()
       .doc("Seconds between stuck-job sweeps."),
     field<&snapshot::worker, &worker_config::stuck_margin_s>(
       "worker.stuck_margin_s")
       .def("300")
-      .at_least(0)
+      .between(0, 86400)
       .live()
       .doc("Seconds past its timeout before a running run counts as stuck."),
     field<&snapshot::worker, &worker_config::idle_poll_s>("worker.idle_poll_s")
       .def("1")
-      .above(0)
+      .between(0.01, 3600)
       .live()
       .doc("Seconds between backstop polls when no NOTIFY arrives."),
     field<&snapshot::worker, &worker_config::progress_log_interval_s>(
       "worker.progress_log_interval_s")
       .def("30")
-      .above(0)
+      .between(0.01, 86400)
       .live()
       .doc("Seconds between progress log lines."),
+    field<&snapshot::worker, &worker_config::db_statement_timeout_s>(
+      "worker.db_statement_timeout_s")
+      .def("30")
+      .between(0.1, 3600)
+      .doc("Seconds one SQL statement may run (PostgreSQL "
+           "statement_timeout); set on each connection when it opens."),
+    field<&snapshot::worker, &worker_config::db_lock_timeout_s>(
+      "worker.db_lock_timeout_s")
+      .def("10")
+      .between(0.1, 3600)
+      .doc("Seconds one statement may wait for a lock (PostgreSQL "
+           "lock_timeout); set on each connection when it opens."),
+    field<&snapshot::worker, &worker_config::db_connect_timeout_s>(
+      "worker.db_connect_timeout_s")
+      .def("10")
+      .between(2, 600)
+      .doc("Whole seconds one connection attempt may take (libpq "
+           "connect_timeout); used when a worker (re)connects."),
+    field<&snapshot::worker, &worker_config::db_keepalives_idle_s>(
+      "worker.db_keepalives_idle_s")
+      .def("10")
+      .between(1, 7200)
+      .doc("Whole seconds of silence before the first TCP keepalive probe "
+           "(libpq keepalives_idle); used when a worker (re)connects."),
+    field<&snapshot::worker, &worker_config::db_keepalives_interval_s>(
+      "worker.db_keepalives_interval_s")
+      .def("5")
+      .between(1, 600)
+      .doc("Whole seconds between TCP keepalive probes (libpq "
+           "keepalives_interval); used when a worker (re)connects."),
+    field<&snapshot::worker, &worker_config::db_keepalives_count>(
+      "worker.db_keepalives_count")
+      .def("3")
+      .between(1, 100)
+      .doc("Unanswered keepalive probes before a connection counts as dead "
+           "(libpq keepalives_count); used when a worker (re)connects."),
+    field<&snapshot::worker, &worker_config::db_tcp_user_timeout_s>(
+      "worker.db_tcp_user_timeout_s")
+      .def("30")
+      .between(1, 3600)
+      .doc("Seconds sent data may stay unacknowledged before a connection "
+           "counts as dead (libpq tcp_user_timeout); used when a worker "
+           "(re)connects."),
+    field<&snapshot::worker, &worker_config::db_call_timeout_s>(
+      "worker.db_call_timeout_s")
+      .def("60")
+      .between(1, 7200)
+      .rule("> worker.db_statement_timeout_s")
+      .live()
+      .doc("Seconds an actor waits for one database call before it gives up "
+           "on the reply (client-side deadline)."),
     group<snapshot>("stages", property_type::object_list)
       .required()
       .rule("at least one")
@@ -624,7 +688,7 @@ const std::vector<property<stage_config>>& stage_properties() {
       .doc("Runs of this stage one worker executes at once."),
     field<&sc::timeout_s>("timeout_s")
       .def("60")
-      .above(0)
+      .between(0.001, 604800)
       .live()
       .doc("Seconds one run may take (per unit when timeout_per is set)."),
     field<&sc::timeout_per>("timeout_per")
@@ -632,11 +696,30 @@ const std::vector<property<stage_config>>& stage_properties() {
       .live()
       .doc("Numeric payload field that multiplies timeout_s (at least 1x); "
            "empty: no scaling."),
+    field<&sc::timeout_max_s>("timeout_max_s")
+      .def("86400")
+      .between(0.001, 604800)
+      .rule(">= timeout_s")
+      .live()
+      .doc("Upper bound in seconds of a timeout scaled by timeout_per."),
     field<&sc::optional>("optional")
       .def("false")
       .live()
       .doc("When true, a failure of this stage leaves the task "
            "partially_completed instead of failed."),
+    field<&sc::max_cost>("max_cost")
+      .def("10000")
+      .above(0)
+      .at_most(1000000)
+      .live()
+      .doc("Most USD one execution may report as its cost; a result above "
+           "it fails its run (permanent)."),
+    field<&sc::max_output_bytes>("max_output_bytes")
+      .def("1048576")
+      .between(2, 67108864)
+      .live()
+      .doc("Largest output JSON one execution may report, in bytes; a larger "
+           "result fails its run (permanent)."),
     group<sc>("retry", property_type::object)
       .live()
       .doc("Retry policy for failed runs."),
@@ -647,12 +730,12 @@ const std::vector<property<stage_config>>& stage_properties() {
       .doc("Counted failures retried before the run fails."),
     field<&sc::retry, &retry_policy::base_s>("retry.base_s")
       .def("5")
-      .at_least(0)
+      .between(0, 86400)
       .live()
       .doc("Seconds of backoff after the first counted failure."),
     field<&sc::retry, &retry_policy::factor>("retry.factor")
       .def("3")
-      .at_least(1)
+      .between(1, 100)
       .live()
       .doc("Backoff growth per counted failure."),
     field<&sc::retry, &retry_policy::jitter>("retry.jitter")
@@ -662,9 +745,31 @@ const std::vector<property<stage_config>>& stage_properties() {
       .doc("Random spread of each backoff as a fraction (0.2 = +-20 %)."),
     field<&sc::retry, &retry_policy::max_delay_s>("retry.max_delay_s")
       .def("3600")
-      .at_least(0)
+      .between(0, 86400)
       .live()
       .doc("Upper bound of one backoff in seconds, jitter included."),
+    field<&sc::retry, &retry_policy::max_snooze_s>("retry.max_snooze_s")
+      .def("3600")
+      .above(0)
+      .at_most(86400)
+      .live()
+      .doc("Upper bound of one rate-limited snooze in seconds, whatever "
+           "Retry-After the provider asks for."),
+    field<&sc::retry, &retry_policy::max_snoozed_total_s>(
+      "retry.max_snoozed_total_s")
+      .def("86400")
+      .above(0)
+      .at_most(604800)
+      .live()
+      .doc("Total seconds one run may spend snoozed for rate limits; the "
+           "snooze that would pass it fails the run (rate_limited)."),
+    field<&sc::retry, &retry_policy::max_lost_leases>("retry.max_lost_leases")
+      .def("5")
+      .between(0, 100)
+      .live()
+      .doc("Leases a run may lose because its worker died or stalled before "
+           "it fails; counted apart from max_retries, copied into runs at "
+           "enqueue."),
     group<sc>("executor", property_type::object)
       .live()
       .doc("What does the work of a run."),
@@ -685,21 +790,21 @@ const std::vector<property<stage_config>>& stage_properties() {
     field<&sc::executor, &ex::simulate, &sim::latency, &lat::ms>(
       "executor.latency.ms")
       .def("200")
-      .at_least(0)
+      .between(0, 3600000)
       .when("executor.latency.dist", "fixed")
       .live()
       .doc("Latency in milliseconds."),
     field<&sc::executor, &ex::simulate, &sim::latency, &lat::min_ms>(
       "executor.latency.min_ms")
       .def("100")
-      .at_least(0)
+      .between(0, 3600000)
       .when("executor.latency.dist", "uniform")
       .live()
       .doc("Lowest latency in milliseconds."),
     field<&sc::executor, &ex::simulate, &sim::latency, &lat::max_ms>(
       "executor.latency.max_ms")
       .def("300")
-      .at_least(0)
+      .between(0, 3600000)
       .rule(">= min_ms")
       .when("executor.latency.dist", "uniform")
       .live()
@@ -708,6 +813,7 @@ const std::vector<property<stage_config>>& stage_properties() {
       "executor.latency.p50_ms")
       .def("200")
       .above(0)
+      .at_most(3600000)
       .when("executor.latency.dist", "lognormal")
       .live()
       .doc("Median latency in milliseconds."),
@@ -715,6 +821,7 @@ const std::vector<property<stage_config>>& stage_properties() {
       "executor.latency.p99_ms")
       .def("1000")
       .above(0)
+      .at_most(3600000)
       .rule(">= p50_ms")
       .when("executor.latency.dist", "lognormal")
       .live()
@@ -770,14 +877,15 @@ const std::vector<property<stage_config>>& stage_properties() {
     field<&sc::executor, &ex::simulate, &sim::retry_after_s>(
       "executor.retry_after_s")
       .def("2")
-      .at_least(0)
+      .between(0, 86400)
       .when("executor.kind", "simulate")
       .live()
       .doc("Retry-After in seconds reported with injected rate_limited "
            "errors."),
     field<&sc::executor, &ex::simulate, &sim::cost>("executor.cost")
       .def("0")
-      .at_least(0)
+      .between(0, 10000)
+      .rule("<= max_cost")
       .when("executor.kind", "simulate")
       .live()
       .doc("Cost of one call in USD."),
@@ -802,7 +910,7 @@ const std::vector<property<stage_config>>& stage_properties() {
     field<&sc::executor, &ex::command, &command_config::kill_grace_s>(
       "executor.kill_grace_s")
       .def("5")
-      .at_least(0)
+      .between(0, 3600)
       .when("executor.kind", "command")
       .live()
       .doc("Seconds between TERM and KILL when the program must stop."),
@@ -978,9 +1086,17 @@ public:
 
   /// Rules that relate several keys of one stage.
   void check_stage(const stage_config& s, const std::string& path) {
+    if (s.timeout_max_s < s.timeout_s)
+      add(path + ".timeout_max_s",
+          "must be >= timeout_s (" + format_number(s.timeout_s) + "), got "
+            + format_number(s.timeout_max_s));
     if (s.executor.kind != executor_kind::simulate)
       return;
     const auto& sim = s.executor.simulate;
+    if (sim.cost > s.max_cost)
+      add(path + ".executor.cost",
+          "must be <= max_cost (" + format_number(s.max_cost) + "), got "
+            + format_number(sim.cost));
     if (sim.errors.total() > 1 + 1e-9)
       add(path + ".executor.errors",
           "probabilities must sum to <= 1, got "
@@ -1003,6 +1119,11 @@ public:
       add("worker.lease_s", "must be > worker.heartbeat_interval_s ("
                               + format_number(s.worker.heartbeat_interval_s)
                               + "), got " + format_number(s.worker.lease_s));
+    if (s.worker.db_call_timeout_s <= s.worker.db_statement_timeout_s)
+      add("worker.db_call_timeout_s",
+          "must be > worker.db_statement_timeout_s ("
+            + format_number(s.worker.db_statement_timeout_s) + "), got "
+            + format_number(s.worker.db_call_timeout_s));
     std::map<std::string_view, std::size_t> first_index;
     for (std::size_t i = 0; i < s.stages.size(); ++i) {
       const auto& name = s.stages[i].name;

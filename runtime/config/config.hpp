@@ -26,38 +26,79 @@ namespace spool::config {
 
 // -- duration helpers ---------------------------------------------------------
 
+/// The longest duration to_duration returns: 3650 days (about ten years),
+/// far beyond every bound of the registry. Small enough that it converts to
+/// nanoseconds and adds to any clock's now(), even several times over,
+/// without overflow.
+inline constexpr std::chrono::milliseconds max_duration{
+  3650LL * 24 * 3600 * 1000};
+
 /// Converts seconds to milliseconds, rounded to the nearest millisecond.
-/// Negative and NaN give 0; values too large for the type saturate.
+/// Negative and NaN give 0; values above max_duration (infinity included)
+/// give max_duration. Never overflows.
 std::chrono::milliseconds to_duration(double seconds) noexcept;
 
 // -- worker -------------------------------------------------------------------
 
-/// Settings of one worker process ("worker" in the file). All live.
+/// Settings of one worker process ("worker" in the file). Live, except the
+/// database connection settings (db_* other than db_call_timeout_s), which
+/// a worker applies when it opens a connection and which need a restart.
 struct worker_config {
-  /// Period of the lease extension and of the heartbeat log line. > 0.
-  /// Defaults to 5 s.
+  /// Period of the lease extension and of the heartbeat log line.
+  /// 0.01..3600. Defaults to 5 s.
   double heartbeat_interval_s = 5;
-  /// Lease granted on claim and on every heartbeat. Must exceed
-  /// heartbeat_interval_s. Defaults to 30 s.
+  /// Lease granted on claim and on every heartbeat. 0.01..86400 and more
+  /// than heartbeat_interval_s. Defaults to 30 s.
   double lease_s = 30;
   /// Maximum number of stage runs claimed by one statement. 1..10000.
   /// Defaults to 100.
   int claim_batch_limit = 100;
+  /// Maximum number of outcomes recorded by one statement. 1..10000.
+  /// Defaults to 500.
+  int record_batch_limit = 500;
   /// Time running work gets to finish on shutdown before it is cancelled.
-  /// >= 0. Defaults to 30 s.
+  /// 0..86400. Defaults to 30 s.
   double shutdown_grace_s = 30;
-  /// Period of the rescuer that returns runs with expired leases. > 0.
-  /// Defaults to 15 s.
+  /// Period of the rescuer that returns runs with expired leases.
+  /// 0.01..86400. Defaults to 15 s.
   double rescue_interval_s = 15;
-  /// Period of the stuck-job sweep. > 0. Defaults to 3600 s.
+  /// Period of the stuck-job sweep. 0.01..86400. Defaults to 3600 s.
   double stuck_sweep_interval_s = 3600;
-  /// Time past a run's timeout before the sweep treats it as stuck. >= 0.
-  /// Defaults to 300 s.
+  /// Time past a run's timeout before the sweep treats it as stuck.
+  /// 0..86400. Defaults to 300 s.
   double stuck_margin_s = 300;
-  /// Backstop poll period when no NOTIFY arrives. > 0. Defaults to 1 s.
+  /// Backstop poll period when no NOTIFY arrives. 0.01..3600. Defaults to
+  /// 1 s.
   double idle_poll_s = 1;
-  /// Period of the progress log line. > 0. Defaults to 30 s.
+  /// Period of the progress log line. 0.01..86400. Defaults to 30 s.
   double progress_log_interval_s = 30;
+
+  // -- database connections (applied on connect; restart) --
+
+  /// Server-side limit of one statement (PostgreSQL statement_timeout).
+  /// 0.1..3600. Defaults to 30 s.
+  double db_statement_timeout_s = 30;
+  /// Server-side limit of one lock wait (PostgreSQL lock_timeout).
+  /// 0.1..3600. Defaults to 10 s.
+  double db_lock_timeout_s = 10;
+  /// Limit of establishing one connection (libpq connect_timeout, whole
+  /// seconds; libpq's minimum is 2). 2..600. Defaults to 10 s.
+  int db_connect_timeout_s = 10;
+  /// Idle time before the first TCP keepalive probe (libpq
+  /// keepalives_idle, whole seconds). 1..7200. Defaults to 10 s.
+  int db_keepalives_idle_s = 10;
+  /// Time between TCP keepalive probes (libpq keepalives_interval, whole
+  /// seconds). 1..600. Defaults to 5 s.
+  int db_keepalives_interval_s = 5;
+  /// Unanswered keepalive probes before the connection counts as dead
+  /// (libpq keepalives_count). 1..100. Defaults to 3.
+  int db_keepalives_count = 3;
+  /// Time transmitted data may stay unacknowledged before the connection
+  /// counts as dead (libpq tcp_user_timeout). 1..3600. Defaults to 30 s.
+  double db_tcp_user_timeout_s = 30;
+  /// Client-side deadline of one database call made by an actor. Live.
+  /// 1..7200 and more than db_statement_timeout_s. Defaults to 60 s.
+  double db_call_timeout_s = 60;
 
   std::chrono::milliseconds heartbeat_interval() const noexcept {
     return to_duration(heartbeat_interval_s);
@@ -83,6 +124,18 @@ struct worker_config {
   std::chrono::milliseconds progress_log_interval() const noexcept {
     return to_duration(progress_log_interval_s);
   }
+  std::chrono::milliseconds db_statement_timeout() const noexcept {
+    return to_duration(db_statement_timeout_s);
+  }
+  std::chrono::milliseconds db_lock_timeout() const noexcept {
+    return to_duration(db_lock_timeout_s);
+  }
+  std::chrono::milliseconds db_tcp_user_timeout() const noexcept {
+    return to_duration(db_tcp_user_timeout_s);
+  }
+  std::chrono::milliseconds db_call_timeout() const noexcept {
+    return to_duration(db_call_timeout_s);
+  }
 
   bool operator==(const worker_config&) const = default;
 };
@@ -95,18 +148,29 @@ struct retry_policy {
   /// Counted failures tolerated before the run fails: 3 means up to 4
   /// attempts. 0..100. Defaults to 3.
   int max_retries = 3;
-  /// Backoff after the first counted failure, in seconds. >= 0. Also the
-  /// snooze for a rate-limited error that names no Retry-After.
+  /// Backoff after the first counted failure, in seconds. 0..86400. Also
+  /// the snooze for a rate-limited error that names no Retry-After.
   /// Defaults to 5.
   double base_s = 5;
-  /// Growth of the backoff per counted failure. >= 1. Defaults to 3.
+  /// Growth of the backoff per counted failure. 1..100. Defaults to 3.
   double factor = 3;
   /// Random spread of each backoff as a fraction (0.2 = +-20 %). 0..1.
   /// Defaults to 0.2.
   double jitter = 0.2;
-  /// Upper bound of a backoff, jitter included, in seconds. >= 0.
+  /// Upper bound of a backoff, jitter included, in seconds. 0..86400.
   /// Defaults to 3600.
   double max_delay_s = 3600;
+  /// Upper bound of one rate-limited snooze, whatever Retry-After the
+  /// provider asked for, in seconds. > 0 and <= 86400. Defaults to 3600.
+  double max_snooze_s = 3600;
+  /// Total time one run may spend snoozed for rate limits; the snooze that
+  /// would pass it fails the run instead. > 0 and <= 604800. Defaults to
+  /// 86400 (a day).
+  double max_snoozed_total_s = 86400;
+  /// Leases a run may lose (its worker died or stalled) before it fails.
+  /// Counted apart from max_retries; copied into each run at enqueue.
+  /// 0..100. Defaults to 5.
+  int max_lost_leases = 5;
 
   bool operator==(const retry_policy&) const = default;
 };
@@ -136,15 +200,16 @@ std::string_view to_string(latency_dist d) noexcept;
 struct latency_config {
   /// Defaults to fixed.
   latency_dist dist = latency_dist::fixed;
-  /// fixed: the latency. >= 0. Defaults to 200.
+  /// fixed: the latency. 0..3600000. Defaults to 200.
   double ms = 200;
-  /// uniform: lower bound. >= 0. Defaults to 100.
+  /// uniform: lower bound. 0..3600000. Defaults to 100.
   double min_ms = 100;
-  /// uniform: upper bound. >= min_ms. Defaults to 300.
+  /// uniform: upper bound. 0..3600000, >= min_ms. Defaults to 300.
   double max_ms = 300;
-  /// lognormal: median. > 0. Defaults to 200.
+  /// lognormal: median. > 0 and <= 3600000. Defaults to 200.
   double p50_ms = 200;
-  /// lognormal: 99th percentile. >= p50_ms. Defaults to 1000.
+  /// lognormal: 99th percentile. > 0 and <= 3600000, >= p50_ms.
+  /// Defaults to 1000.
   double p99_ms = 1000;
 
   bool operator==(const latency_config&) const = default;
@@ -178,9 +243,10 @@ struct simulate_config {
   latency_config latency;
   error_rates errors;
   /// Retry-After reported with an injected rate_limited error, in seconds.
-  /// >= 0. Defaults to 2.
+  /// 0..86400. Defaults to 2.
   double retry_after_s = 2;
-  /// Cost of one call in USD. >= 0. Defaults to 0.
+  /// Cost of one call in USD. 0..10000, and at most the stage's max_cost.
+  /// Defaults to 0.
   double cost = 0;
   /// Seed of the executor's random generator. Defaults to 1.
   std::uint64_t seed = 1;
@@ -196,7 +262,7 @@ struct command_config {
   /// Extra environment variables. Defaults to none.
   std::map<std::string, std::string> env;
   /// Time between TERM and KILL when the program must stop, in seconds.
-  /// >= 0. Defaults to 5.
+  /// 0..3600. Defaults to 5.
   double kill_grace_s = 5;
 
   std::chrono::milliseconds kill_grace() const noexcept {
@@ -227,22 +293,36 @@ struct stage_config {
   std::vector<std::string> after;
   /// Stage actors in this worker's pool. 1..10000. Defaults to 1.
   int max_concurrent = 1;
-  /// Timeout of one run in seconds (per unit, see timeout_per). > 0.
-  /// Defaults to 60.
+  /// Timeout of one run in seconds (per unit, see timeout_per).
+  /// 0.001..604800. Defaults to 60.
   double timeout_s = 60;
   /// Name of a numeric payload field that scales the timeout (e.g.
   /// "images"); see effective_timeout() in retry.hpp. Empty (the default)
   /// means no scaling.
   std::string timeout_per;
+  /// Upper bound of a payload-scaled timeout in seconds. 0.001..604800 and
+  /// >= timeout_s. Defaults to 86400 (a day).
+  double timeout_max_s = 86400;
   /// Whether the task may end partially_completed when this stage fails.
   /// Defaults to false.
   bool optional = false;
+  /// Sanity cap of the cost one execution may report, in USD; a result
+  /// above it fails its run (see exec/outcome_check.hpp). > 0 and
+  /// <= 1000000. Defaults to 10000.
+  double max_cost = 10000;
+  /// Largest output (JSON text) one execution may report, in bytes; a
+  /// larger one fails its run. 2..67108864. Defaults to 1048576 (1 MiB).
+  int max_output_bytes = 1048576;
   retry_policy retry;
   executor_config executor;
 
   /// The unscaled timeout.
   std::chrono::milliseconds timeout() const noexcept {
     return to_duration(timeout_s);
+  }
+  /// The cap of a payload-scaled timeout.
+  std::chrono::milliseconds timeout_max() const noexcept {
+    return to_duration(timeout_max_s);
   }
 
   bool operator==(const stage_config&) const = default;
@@ -349,7 +429,8 @@ std::string canonical_json(const snapshot& s);
 std::string compute_version(const snapshot& s);
 
 /// Names of the properties that need a restart and differ between two
-/// snapshots, in registry order (e.g. {"data_dir", "database_url"}). Empty
+/// snapshots, in registry order (e.g. {"data_dir", "database_url",
+/// "worker.db_statement_timeout_s"}). Empty
 /// when `next` can be applied live. (No stage property needs a restart
 /// today; one would be named "stages[<stage>].<key>".)
 std::vector<std::string> restart_required(const snapshot& old,

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <random>
+#include <string>
 
 #include <boost/json/fwd.hpp>
 
@@ -25,6 +26,12 @@ struct retry_decision {
   std::chrono::milliseconds delay;
   /// Whether this failure used up an attempt.
   bool counts_attempt;
+  /// Why, in words naming the rule and its values, when the run fails or a
+  /// snooze was capped (e.g. "rate limited for a total of 86,390 s; a
+  /// further 30 s snooze would exceed retry.max_snoozed_total_s 86400");
+  /// empty for an ordinary retry or snooze. Callers may use it as the run's
+  /// error message.
+  std::string reason = {};
 
   bool operator==(const retry_decision&) const = default;
 };
@@ -40,10 +47,15 @@ std::chrono::milliseconds backoff(const retry_policy& policy, int k,
 ///
 /// `failed_attempts` counts the run's failed attempts including this one
 /// (values below 1 are taken as 1); `retry_after_s` is what the provider
-/// asked for with a rate_limited error (0: none).
+/// asked for with a rate_limited error (0, negative or NaN: none);
+/// `snoozed_s` is the time the run has already spent snoozed for rate
+/// limits (negative or NaN: 0).
 /// - permanent: fail at once (counts).
-/// - rate_limited: snooze for retry_after_s, or base_s when it is 0; counts
-///   no attempt and is never limited by max_retries.
+/// - rate_limited: snooze for retry_after_s, or base_s when it names none,
+///   capped at max_snooze_s (the reason then says so); counts no attempt and
+///   is never limited by max_retries. When snoozed_s plus that snooze would
+///   exceed max_snoozed_total_s the run fails instead (counts no attempt;
+///   the reason names retry.max_snoozed_total_s).
 /// - transient, timeout, network: counted; once failed_attempts exceeds
 ///   max_retries the run fails; otherwise a network error on the run's first
 ///   failure retries at once (delay 0) and every other one waits
@@ -52,11 +64,12 @@ std::chrono::milliseconds backoff(const retry_policy& policy, int k,
 ///   an attempt, so a caller's mistake can never loop.
 retry_decision decide_retry(const retry_policy& policy, outcome_kind kind,
                             int failed_attempts, double retry_after_s,
-                            std::mt19937_64& rng);
+                            double snoozed_s, std::mt19937_64& rng);
 
 /// The timeout of one run: timeout_s, times the payload's numeric field
-/// named by timeout_per when that is set and greater than 1 (a missing or
-/// non-numeric field counts as 1). Saturates instead of overflowing.
+/// named by timeout_per when that is set and greater than 1 (a missing,
+/// non-numeric, non-finite or negative field counts as 1), and never more
+/// than timeout_max_s. Never overflows.
 std::chrono::milliseconds
 effective_timeout(const stage_config& stage,
                   const boost::json::object& payload);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <limits>
 #include <set>
 #include <sstream>
 
@@ -68,6 +69,24 @@ std::string read_text(const std::string& path) {
   return out.str();
 }
 
+/// The row of the property table in config/README.md for `p`: name, type,
+/// default, constraint (with its condition), change, description.
+std::string readme_row(const property_info& p) {
+  std::string def;
+  if (p.required)
+    def = "required";
+  else if (!p.default_text.empty())
+    def = "`" + p.default_text + "`";
+  auto constraint = p.constraint;
+  if (!p.applies_when.empty())
+    constraint += (constraint.empty() ? "" : "; ") + std::string("only when ")
+                  + p.applies_when;
+  return "| `" + p.name + "` | " + std::string(to_string(p.type)) + " | "
+         + def + " | " + constraint + " | "
+         + (p.needs_restart ? "restart" : "live") + " | " + p.description
+         + " |";
+}
+
 } // namespace
 
 // -- defaults -----------------------------------------------------------------
@@ -85,6 +104,16 @@ TEST_CASE("a missing key takes its default", "[config]") {
   CHECK(s->worker.stuck_margin_s == 300);
   CHECK(s->worker.idle_poll_s == 1);
   CHECK(s->worker.progress_log_interval_s == 30);
+  CHECK(s->worker.record_batch_limit == 500);
+  CHECK(s->worker.db_statement_timeout_s == 30);
+  CHECK(s->worker.db_lock_timeout_s == 10);
+  CHECK(s->worker.db_connect_timeout_s == 10);
+  CHECK(s->worker.db_keepalives_idle_s == 10);
+  CHECK(s->worker.db_keepalives_interval_s == 5);
+  CHECK(s->worker.db_keepalives_count == 3);
+  CHECK(s->worker.db_tcp_user_timeout_s == 30);
+  CHECK(s->worker.db_call_timeout_s == 60);
+  CHECK(s->worker.db_call_timeout() == std::chrono::seconds{60});
   REQUIRE(s->stages.size() == 1);
   const auto& a = s->stages[0];
   CHECK(a.name == "a");
@@ -92,12 +121,18 @@ TEST_CASE("a missing key takes its default", "[config]") {
   CHECK(a.max_concurrent == 1);
   CHECK(a.timeout_s == 60);
   CHECK(a.timeout_per.empty());
+  CHECK(a.timeout_max_s == 86400);
   CHECK_FALSE(a.optional);
+  CHECK(a.max_cost == 10000);
+  CHECK(a.max_output_bytes == 1048576);
   CHECK(a.retry.max_retries == 3);
   CHECK(a.retry.base_s == 5);
   CHECK(a.retry.factor == 3);
   CHECK(a.retry.jitter == 0.2);
   CHECK(a.retry.max_delay_s == 3600);
+  CHECK(a.retry.max_snooze_s == 3600);
+  CHECK(a.retry.max_snoozed_total_s == 86400);
+  CHECK(a.retry.max_lost_leases == 5);
   CHECK(a.executor.kind == executor_kind::simulate);
   CHECK(a.executor.simulate.latency.dist == latency_dist::fixed);
   CHECK(a.executor.simulate.latency.ms == 200);
@@ -147,12 +182,18 @@ TEST_CASE("every key of the file is read into the snapshot", "[config]") {
                "claim_batch_limit": 7, "shutdown_grace_s": 0,
                "rescue_interval_s": 3, "stuck_sweep_interval_s": 60,
                "stuck_margin_s": 0, "idle_poll_s": 0.25,
-               "progress_log_interval_s": 10},
+               "progress_log_interval_s": 10, "record_batch_limit": 50,
+               "db_statement_timeout_s": 5, "db_lock_timeout_s": 2,
+               "db_connect_timeout_s": 3, "db_keepalives_idle_s": 4,
+               "db_keepalives_interval_s": 2, "db_keepalives_count": 6,
+               "db_tcp_user_timeout_s": 7.5, "db_call_timeout_s": 9},
     "stages": [
       {"name": "gen", "max_concurrent": 4, "timeout_s": 90,
-       "timeout_per": "images", "optional": true,
+       "timeout_per": "images", "timeout_max_s": 900, "optional": true,
+       "max_cost": 2.5, "max_output_bytes": 4096,
        "retry": {"max_retries": 5, "base_s": 1, "factor": 2, "jitter": 0,
-                 "max_delay_s": 60},
+                 "max_delay_s": 60, "max_snooze_s": 120,
+                 "max_snoozed_total_s": 7200, "max_lost_leases": 0},
        "executor": {"kind": "simulate",
                     "latency": {"dist": "lognormal", "p50_ms": 800,
                                 "p99_ms": 4000},
@@ -173,11 +214,27 @@ TEST_CASE("every key of the file is read into the snapshot", "[config]") {
   CHECK(s->worker.heartbeat_interval() == std::chrono::milliseconds{500});
   CHECK(s->worker.claim_batch_limit == 7);
   CHECK(s->worker.idle_poll() == std::chrono::milliseconds{250});
+  CHECK(s->worker.record_batch_limit == 50);
+  CHECK(s->worker.db_statement_timeout() == std::chrono::seconds{5});
+  CHECK(s->worker.db_lock_timeout() == std::chrono::seconds{2});
+  CHECK(s->worker.db_connect_timeout_s == 3);
+  CHECK(s->worker.db_keepalives_idle_s == 4);
+  CHECK(s->worker.db_keepalives_interval_s == 2);
+  CHECK(s->worker.db_keepalives_count == 6);
+  CHECK(s->worker.db_tcp_user_timeout()
+        == std::chrono::milliseconds{7500});
+  CHECK(s->worker.db_call_timeout() == std::chrono::seconds{9});
   const auto* gen = s->stage("gen");
   REQUIRE(gen != nullptr);
   CHECK(gen->max_concurrent == 4);
   CHECK(gen->timeout_per == "images");
+  CHECK(gen->timeout_max() == std::chrono::seconds{900});
   CHECK(gen->optional);
+  CHECK(gen->max_cost == 2.5);
+  CHECK(gen->max_output_bytes == 4096);
+  CHECK(gen->retry.max_snooze_s == 120);
+  CHECK(gen->retry.max_snoozed_total_s == 7200);
+  CHECK(gen->retry.max_lost_leases == 0);
   CHECK(gen->retry.max_retries == 5);
   CHECK(gen->retry.factor == 2);
   const auto& sim = gen->executor.simulate;
@@ -289,13 +346,152 @@ TEST_CASE("a value out of bounds is reported with the bound and the value",
   CHECK_PROBLEM(r, "worker.claim_batch_limit", "must be <= 10000, got 20000");
   CHECK_PROBLEM(r, "worker.shutdown_grace_s", "must be >= 0, got -1");
   CHECK_PROBLEM(r, "stages[0].max_concurrent", "must be >= 1, got 0");
-  CHECK_PROBLEM(r, "stages[0].timeout_s", "must be > 0, got -5");
+  CHECK_PROBLEM(r, "stages[0].timeout_s", "must be >= 0.001, got -5");
   CHECK_PROBLEM(r, "stages[0].retry.max_retries", "must be <= 100, got 101");
   CHECK_PROBLEM(r, "stages[0].retry.factor", "must be >= 1, got 0.5");
   CHECK_PROBLEM(r, "stages[0].retry.jitter", "must be <= 1, got 1.5");
   CHECK_PROBLEM(r, "stages[0].retry.base_s", "must be >= 0, got -1");
   CHECK_PROBLEM(r, "stages[0].executor.errors.network",
                 "must be <= 1, got 2");
+}
+
+TEST_CASE("values that would break a worker are out of bounds", "[config]") {
+  // Each of these passed `config check` once and wedged or spun a worker.
+  auto r = parse_bad(R"({
+    "worker": {"heartbeat_interval_s": 1e300, "idle_poll_s": 1e-300,
+               "lease_s": 1e20, "rescue_interval_s": 1e-300,
+               "stuck_sweep_interval_s": 0, "stuck_margin_s": 1e12,
+               "shutdown_grace_s": 1e15, "progress_log_interval_s": 1e-9,
+               "record_batch_limit": 0, "db_statement_timeout_s": 0,
+               "db_lock_timeout_s": 1e9, "db_connect_timeout_s": 1,
+               "db_keepalives_idle_s": 0, "db_keepalives_interval_s": 601,
+               "db_keepalives_count": 101, "db_tcp_user_timeout_s": 0.5,
+               "db_call_timeout_s": 1e300},
+    "stages": [
+      {"name": "a", "timeout_s": 9.3e9, "timeout_max_s": 1e9,
+       "max_cost": 0, "max_output_bytes": 1,
+       "retry": {"base_s": 1e300, "factor": 1e300, "max_delay_s": 1e13,
+                 "max_snooze_s": 0, "max_snoozed_total_s": 1e7,
+                 "max_lost_leases": -1},
+       "executor": {"cost": 1e8, "retry_after_s": 9.2e12,
+                    "latency": {"ms": 1e300}}},
+      {"name": "b", "max_cost": 1e12, "max_output_bytes": 67108865,
+       "retry": {"max_lost_leases": 101},
+       "executor": {"latency": {"dist": "lognormal", "p50_ms": 1e300,
+                                "p99_ms": 1e301}}},
+      {"name": "c", "executor": {"kind": "command", "argv": ["x"],
+                                 "kill_grace_s": 1e300}},
+      {"name": "d", "executor": {"latency": {"dist": "uniform",
+                                             "min_ms": -1, "max_ms": 4e6}}}
+    ]
+  })");
+  CHECK_PROBLEM(r, "worker.heartbeat_interval_s",
+                "must be <= 3600, got 1e+300");
+  CHECK_PROBLEM(r, "worker.idle_poll_s", "must be >= 0.01, got 1e-300");
+  CHECK_PROBLEM(r, "worker.lease_s", "must be <= 86400, got 1e+20");
+  CHECK_PROBLEM(r, "worker.rescue_interval_s", "must be >= 0.01");
+  CHECK_PROBLEM(r, "worker.stuck_sweep_interval_s", "must be >= 0.01, got 0");
+  CHECK_PROBLEM(r, "worker.stuck_margin_s", "must be <= 86400");
+  CHECK_PROBLEM(r, "worker.shutdown_grace_s", "must be <= 86400");
+  CHECK_PROBLEM(r, "worker.progress_log_interval_s", "must be >= 0.01");
+  CHECK_PROBLEM(r, "worker.record_batch_limit", "must be >= 1, got 0");
+  CHECK_PROBLEM(r, "worker.db_statement_timeout_s", "must be >= 0.1, got 0");
+  CHECK_PROBLEM(r, "worker.db_lock_timeout_s", "must be <= 3600");
+  CHECK_PROBLEM(r, "worker.db_connect_timeout_s", "must be >= 2, got 1");
+  CHECK_PROBLEM(r, "worker.db_keepalives_idle_s", "must be >= 1, got 0");
+  CHECK_PROBLEM(r, "worker.db_keepalives_interval_s",
+                "must be <= 600, got 601");
+  CHECK_PROBLEM(r, "worker.db_keepalives_count", "must be <= 100, got 101");
+  CHECK_PROBLEM(r, "worker.db_tcp_user_timeout_s", "must be >= 1, got 0.5");
+  CHECK_PROBLEM(r, "worker.db_call_timeout_s", "must be <= 7200");
+  CHECK_PROBLEM(r, "stages[0].timeout_s",
+                "must be <= 604800, got 9300000000");
+  CHECK_PROBLEM(r, "stages[0].timeout_max_s",
+                "must be <= 604800, got 1000000000");
+  CHECK_PROBLEM(r, "stages[0].max_cost", "must be > 0, got 0");
+  CHECK_PROBLEM(r, "stages[0].max_output_bytes", "must be >= 2, got 1");
+  CHECK_PROBLEM(r, "stages[0].retry.base_s", "must be <= 86400");
+  CHECK_PROBLEM(r, "stages[0].retry.factor", "must be <= 100");
+  CHECK_PROBLEM(r, "stages[0].retry.max_delay_s", "must be <= 86400");
+  CHECK_PROBLEM(r, "stages[0].retry.max_snooze_s", "must be > 0, got 0");
+  CHECK_PROBLEM(r, "stages[0].retry.max_snoozed_total_s",
+                "must be <= 604800, got 10000000");
+  CHECK_PROBLEM(r, "stages[0].retry.max_lost_leases", "must be >= 0, got -1");
+  CHECK_PROBLEM(r, "stages[0].executor.cost",
+                "must be <= 10000, got 100000000");
+  CHECK_PROBLEM(r, "stages[0].executor.retry_after_s",
+                "must be <= 86400, got 9200000000000");
+  CHECK_PROBLEM(r, "stages[0].executor.latency.ms", "must be <= 3600000");
+  CHECK_PROBLEM(r, "stages[1].max_cost",
+                "must be <= 1000000, got 1000000000000");
+  CHECK_PROBLEM(r, "stages[1].max_output_bytes",
+                "must be <= 67108864, got 67108865");
+  CHECK_PROBLEM(r, "stages[1].retry.max_lost_leases",
+                "must be <= 100, got 101");
+  CHECK_PROBLEM(r, "stages[1].executor.latency.p50_ms", "must be <= 3600000");
+  CHECK_PROBLEM(r, "stages[1].executor.latency.p99_ms", "must be <= 3600000");
+  CHECK_PROBLEM(r, "stages[2].executor.kill_grace_s", "must be <= 3600");
+  CHECK_PROBLEM(r, "stages[3].executor.latency.min_ms", "must be >= 0");
+  CHECK_PROBLEM(r, "stages[3].executor.latency.max_ms", "must be <= 3600000");
+}
+
+TEST_CASE("the bounds themselves are accepted", "[config]") {
+  auto low = parse_ok(R"({
+    "worker": {"heartbeat_interval_s": 0.01, "lease_s": 0.02,
+               "idle_poll_s": 0.01, "rescue_interval_s": 0.01,
+               "stuck_sweep_interval_s": 0.01, "stuck_margin_s": 0,
+               "shutdown_grace_s": 0, "progress_log_interval_s": 0.01,
+               "claim_batch_limit": 1, "record_batch_limit": 1,
+               "db_statement_timeout_s": 0.1, "db_lock_timeout_s": 0.1,
+               "db_connect_timeout_s": 2, "db_keepalives_idle_s": 1,
+               "db_keepalives_interval_s": 1, "db_keepalives_count": 1,
+               "db_tcp_user_timeout_s": 1, "db_call_timeout_s": 1},
+    "stages": [{"name": "a", "timeout_s": 0.001, "timeout_max_s": 0.001,
+                "max_cost": 0.000001, "max_output_bytes": 2,
+                "retry": {"base_s": 0, "factor": 1, "max_delay_s": 0,
+                          "max_snooze_s": 0.001,
+                          "max_snoozed_total_s": 0.001,
+                          "max_lost_leases": 0},
+                "executor": {"cost": 0, "retry_after_s": 0,
+                             "latency": {"ms": 0}}}]
+  })");
+  CHECK(low->stages[0].timeout() == std::chrono::milliseconds{1});
+  auto high = parse_ok(R"({
+    "worker": {"heartbeat_interval_s": 3600, "lease_s": 86400,
+               "idle_poll_s": 3600, "rescue_interval_s": 86400,
+               "stuck_sweep_interval_s": 86400, "stuck_margin_s": 86400,
+               "shutdown_grace_s": 86400, "progress_log_interval_s": 86400,
+               "claim_batch_limit": 10000, "record_batch_limit": 10000,
+               "db_statement_timeout_s": 3600, "db_lock_timeout_s": 3600,
+               "db_connect_timeout_s": 600, "db_keepalives_idle_s": 7200,
+               "db_keepalives_interval_s": 600, "db_keepalives_count": 100,
+               "db_tcp_user_timeout_s": 3600, "db_call_timeout_s": 7200},
+    "stages": [{"name": "a", "timeout_s": 604800, "timeout_max_s": 604800,
+                "max_cost": 1000000, "max_output_bytes": 67108864,
+                "retry": {"base_s": 86400, "factor": 100,
+                          "max_delay_s": 86400, "max_retries": 100,
+                          "max_snooze_s": 86400,
+                          "max_snoozed_total_s": 604800,
+                          "max_lost_leases": 100},
+                "executor": {"cost": 10000, "retry_after_s": 86400,
+                             "latency": {"ms": 3600000}}},
+               {"name": "b", "executor": {"kind": "command", "argv": ["x"],
+                                          "kill_grace_s": 3600}}]
+  })");
+  CHECK(high->stages[0].timeout_max() == std::chrono::hours{168});
+}
+
+TEST_CASE("every number property has an upper bound", "[config]") {
+  for (const auto& p : describe()) {
+    if (p.type != property_type::number && p.type != property_type::integer)
+      continue;
+    if (p.name == "stages[].executor.seed") // any uint64
+      continue;
+    INFO(p.name << ": " << p.constraint);
+    auto bounded = p.constraint.find("..") != std::string::npos
+                   || p.constraint.find("<= ") != std::string::npos;
+    CHECK(bounded);
+  }
 }
 
 TEST_CASE("several problems in one file are all reported", "[config]") {
@@ -307,7 +503,7 @@ TEST_CASE("several problems in one file are all reported", "[config]") {
       {"name": "c", "max_concurrent": "many"}
     ]
   })");
-  CHECK_PROBLEM(r, "worker.lease_s", "must be > 0, got 0");
+  CHECK_PROBLEM(r, "worker.lease_s", "must be >= 0.01, got 0");
   CHECK_PROBLEM(r, "stages[0].retry.factor", "must be >= 1, got 0");
   CHECK_PROBLEM(r, "stages[1].after[1]", "unknown stage 'foo'");
   CHECK_PROBLEM(r, "stages[1].colour", "unknown key");
@@ -379,6 +575,44 @@ TEST_CASE("the lease must be longer than the heartbeat interval", "[config]") {
                          "stages": [{"name": "a"}]})");
   CHECK_PROBLEM(r, "worker.lease_s",
                 "must be > worker.heartbeat_interval_s (10), got 10");
+}
+
+TEST_CASE("the database call deadline must exceed the statement timeout",
+          "[config]") {
+  auto r = parse_bad(R"({"worker": {"db_statement_timeout_s": 60,
+                                    "db_call_timeout_s": 60},
+                         "stages": [{"name": "a"}]})");
+  CHECK_PROBLEM(r, "worker.db_call_timeout_s",
+                "must be > worker.db_statement_timeout_s (60), got 60");
+  CHECK(r.problems.size() == 1);
+  // The default statement timeout (30) counts when only the deadline is set.
+  auto d = parse_bad(R"({"worker": {"db_call_timeout_s": 20},
+                         "stages": [{"name": "a"}]})");
+  CHECK_PROBLEM(d, "worker.db_call_timeout_s",
+                "must be > worker.db_statement_timeout_s (30), got 20");
+}
+
+TEST_CASE("the timeout cap may not be below the timeout", "[config]") {
+  auto r = parse_bad(R"({"stages": [
+    {"name": "a", "timeout_s": 600, "timeout_max_s": 599},
+    {"name": "b", "timeout_s": 100000}
+  ]})");
+  CHECK_PROBLEM(r, "stages[0].timeout_max_s",
+                "must be >= timeout_s (600), got 599");
+  CHECK_PROBLEM(r, "stages[1].timeout_max_s",
+                "must be >= timeout_s (100000), got 86400");
+  CHECK(r.problems.size() == 2);
+  parse_ok(R"({"stages": [{"name": "a", "timeout_s": 600,
+                           "timeout_max_s": 600}]})");
+}
+
+TEST_CASE("a simulated cost may not exceed the stage's max_cost", "[config]") {
+  auto r = parse_bad(R"({"stages": [
+    {"name": "a", "max_cost": 1, "executor": {"cost": 1.5}}]})");
+  CHECK_PROBLEM(r, "stages[0].executor.cost",
+                "must be <= max_cost (1), got 1.5");
+  parse_ok(R"({"stages": [{"name": "a", "max_cost": 1,
+                           "executor": {"cost": 1}}]})");
 }
 
 TEST_CASE("keys of another executor kind or latency shape are refused",
@@ -470,12 +704,15 @@ TEST_CASE("the shipped config/spool.json validates", "[config]") {
     CHECK(st.executor.kind == executor_kind::simulate);
 }
 
-TEST_CASE("every property is documented in config/README.md", "[config]") {
+TEST_CASE("every property is documented in config/README.md as the "
+          "registry describes it",
+          "[config]") {
   auto readme = read_text(SPOOL_SOURCE_DIR "/config/README.md");
   REQUIRE_FALSE(readme.empty());
   for (const auto& p : describe()) {
     INFO(p.name);
     CHECK(readme.find("`" + p.name + "`") != std::string::npos);
+    CHECK(readme.find(readme_row(p)) != std::string::npos);
   }
 }
 
@@ -516,6 +753,21 @@ TEST_CASE("every property is described once with a type and a description",
   CHECK(find("database_url").needs_restart);
   CHECK(find("data_dir").needs_restart);
   CHECK(find("stages[].max_concurrent").constraint == "1..10000");
+  CHECK(find("worker.heartbeat_interval_s").constraint == "0.01..3600");
+  CHECK(find("worker.lease_s").constraint
+        == "0.01..86400; > worker.heartbeat_interval_s");
+  CHECK(find("stages[].max_cost").constraint == "> 0 and <= 1000000");
+  CHECK(find("stages[].max_cost").default_text == "10000");
+  CHECK(find("stages[].timeout_max_s").constraint
+        == "0.001..604800; >= timeout_s");
+  CHECK(find("stages[].retry.max_snooze_s").constraint
+        == "> 0 and <= 86400");
+  CHECK(find("stages[].retry.max_lost_leases").type
+        == property_type::integer);
+  CHECK(find("worker.db_call_timeout_s").constraint
+        == "1..7200; > worker.db_statement_timeout_s");
+  CHECK_FALSE(find("worker.db_call_timeout_s").needs_restart);
+  CHECK_FALSE(find("worker.record_batch_limit").needs_restart);
 }
 
 // -- versions and restarts ----------------------------------------------------
@@ -597,15 +849,32 @@ TEST_CASE("restart_required names the changed properties that need a restart",
     next.data_dir = "/srv/spool";
     CHECK(restart_required(*base, next) == names{"data_dir", "database_url"});
   }
+  SECTION("database connection settings need one; the call deadline not") {
+    auto next = *base;
+    next.worker.db_call_timeout_s = 90;
+    next.worker.record_batch_limit = 10;
+    CHECK(restart_required(*base, next).empty());
+    next.worker.db_statement_timeout_s = 5;
+    next.worker.db_keepalives_count = 9;
+    CHECK(restart_required(*base, next)
+          == names{"worker.db_statement_timeout_s",
+                   "worker.db_keepalives_count"});
+  }
 }
 
-TEST_CASE("restart-only properties are exactly the top-level locations",
+TEST_CASE("restart-only properties are the locations and the database "
+          "connection settings",
           "[config]") {
   names restart;
   for (const auto& p : describe())
     if (p.needs_restart)
       restart.push_back(p.name);
-  CHECK(restart == names{"data_dir", "database_url"});
+  CHECK(restart
+        == names{"data_dir", "database_url", "worker.db_statement_timeout_s",
+                 "worker.db_lock_timeout_s", "worker.db_connect_timeout_s",
+                 "worker.db_keepalives_idle_s",
+                 "worker.db_keepalives_interval_s",
+                 "worker.db_keepalives_count", "worker.db_tcp_user_timeout_s"});
 }
 
 // -- topology and helpers -----------------------------------------------------
@@ -639,5 +908,23 @@ TEST_CASE("durations convert to rounded, saturating milliseconds",
   CHECK(to_duration(0.0004) == milliseconds{0});
   CHECK(to_duration(0.0006) == milliseconds{1});
   CHECK(to_duration(-3) == milliseconds{0});
-  CHECK(to_duration(1e300) == milliseconds::max());
+  CHECK(to_duration(1e300) == max_duration);
+  CHECK(to_duration(std::numeric_limits<double>::infinity()) == max_duration);
+  CHECK(to_duration(std::numeric_limits<double>::quiet_NaN())
+        == milliseconds{0});
+  CHECK(to_duration(9.3e9) == max_duration);
+  CHECK(to_duration(604800) == milliseconds{604800000});
+}
+
+TEST_CASE("the longest duration converts to nanoseconds and adds to now() "
+          "without overflow",
+          "[config]") {
+  using namespace std::chrono;
+  auto ns = duration_cast<nanoseconds>(max_duration);
+  CHECK(ns.count() > 0);
+  CHECK(ns.count() / 1000000 == max_duration.count());
+  // Several times over on top of the system clock, with room to spare.
+  auto headroom = nanoseconds::max() - system_clock::now().time_since_epoch();
+  CHECK(headroom > 4 * ns);
+  CHECK(max_duration > duration_cast<milliseconds>(hours{24 * 7}));
 }
