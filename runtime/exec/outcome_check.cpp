@@ -386,6 +386,13 @@ std::string check_output(std::string_view text, std::size_t max_bytes) {
   if (ec)
     return std::string(output_rule) + "is not valid JSON: " + ec.message()
            + " at offset " + std::to_string(consumed);
+  // write_some stops after one document; anything but whitespace after it
+  // is a second value.
+  auto rest = text.find_first_not_of(" \t\r\n", consumed);
+  if (rest != std::string_view::npos)
+    return std::string(output_rule)
+           + "is not valid JSON: extra data after the object at offset "
+           + std::to_string(rest);
   return {};
 }
 
