@@ -354,10 +354,14 @@ private:
   std::string path() const {
     std::string out = "output";
     for (const auto& f : stack_) {
-      if (f.is_object)
-        out += "." + path_text(f.key);
-      else
-        out += "[" + std::to_string(f.index) + "]";
+      if (f.is_object) {
+        out += '.';
+        out += path_text(f.key);
+      } else {
+        out += '[';
+        out += std::to_string(f.index);
+        out += ']';
+      }
     }
     return out;
   }
