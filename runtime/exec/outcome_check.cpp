@@ -354,10 +354,14 @@ private:
   std::string path() const {
     std::string out = "output";
     for (const auto& f : stack_) {
-      if (f.is_object)
-        out += "." + path_text(f.key);
-      else
-        out += "[" + std::to_string(f.index) + "]";
+      if (f.is_object) {
+        out += '.';
+        out += path_text(f.key);
+      } else {
+        out += '[';
+        out += std::to_string(f.index);
+        out += ']';
+      }
     }
     return out;
   }
@@ -386,6 +390,13 @@ std::string check_output(std::string_view text, std::size_t max_bytes) {
   if (ec)
     return std::string(output_rule) + "is not valid JSON: " + ec.message()
            + " at offset " + std::to_string(consumed);
+  // write_some stops after one document; anything but whitespace after it
+  // is a second value.
+  auto rest = text.find_first_not_of(" \t\r\n", consumed);
+  if (rest != std::string_view::npos)
+    return std::string(output_rule)
+           + "is not valid JSON: extra data after the object at offset "
+           + std::to_string(rest);
   return {};
 }
 
