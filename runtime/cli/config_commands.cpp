@@ -35,7 +35,7 @@ std::shared_ptr<const config::snapshot> load_config(const std::string& path) {
 std::vector<store::pipeline_stage> pipeline_of(const config::snapshot& cfg) {
   std::vector<store::pipeline_stage> out;
   for (auto& s : cfg.stages)
-    out.push_back({s.name, s.after, s.optional, s.retry.max_retries});
+    out.push_back({s.name, s.after, s.optional, s.retry.max_retries, s.retry.max_lost_leases});
   return out;
 }
 

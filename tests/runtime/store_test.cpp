@@ -180,7 +180,8 @@ TEST_CASE_METHOD(queue_fixture, "a lost lease is rescued, reclaimed, and the lat
   auto second = q.claim("s", 1, "w2", 30s).at(0);
   CHECK(second.run_id == first.run_id);
   CHECK(second.attempt == 2);
-  CHECK(second.failed_attempts == 1); // the lost attempt counted
+  CHECK(second.lost_attempts == 1); // the lost lease counted, apart from failures
+  CHECK(second.failed_attempts == 0);
 
   // The first worker wakes up and reports: refused, nothing changes.
   auto late = q.record("w1", {ok(first, R"({"late":true})")});
@@ -352,7 +353,7 @@ TEST_CASE_METHOD(queue_fixture, "a failed optional stage leaves the task partial
 TEST_CASE_METHOD(queue_fixture, "heartbeats extend only the worker's own leases", "[db][store]") {
   enqueue_one("A");
   enqueue_one("B");
-  q.register_worker({"w1", "host", 1, "v1"});
+  q.register_worker({"w1", "host", 1, "v1", {"s"}, 30s});
   auto mine = q.claim("s", 1, "w1", 1ms).at(0);
   auto theirs = q.claim("s", 1, "w2", 1ms).at(0);
   // w1 names w2's claim too: that is not w1's to extend.
