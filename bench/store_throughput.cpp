@@ -503,8 +503,8 @@ int main(int argc, char** argv) {
                   "WAL %.0f B/run\n",
                   credit, round + 1, b.rate, s.rate, s.rate / b.rate, s.server_us,
                   s.claim_cpu_us, s.record_cpu_us, b.server_us, s.client_us, s.claim_calls,
-                  s.claim_us, s.record_calls, opt.runs / s.record_calls, s.record_us, b.claim_us, s.cpu,
-                  s.wal_per_run);
+                  s.claim_us, s.record_calls, opt.runs / s.record_calls, s.record_us, b.claim_us,
+                  s.cpu, s.wal_per_run);
       std::fflush(stdout);
     }
     std::printf("credit %2d median: baseline %6.0f/s, spool %6.0f runs/s, ratio %.2f; "
