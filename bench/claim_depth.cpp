@@ -23,13 +23,12 @@
 //   defaults: 1,000,000 deep, 200 claims of 50 per round and mode, 3 rounds
 //   (shallow and deep alternate, so drift on this shared box hits both)
 
+#include "bench/bench_support.hpp"
 #include "runtime/pg/connection.hpp"
 #include "runtime/store/store.hpp"
 #include "tests/support/test_db.hpp"
 
 #include <spdlog/spdlog.h>
-
-#include "bench/bench_support.hpp"
 
 #include <algorithm>
 #include <chrono>
