@@ -34,6 +34,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_set>
@@ -192,9 +193,10 @@ struct mode_result {
   double small_median = 0, big_median = 0, pooled_ratio = 0, round_ratio = 0;
 };
 
-/// Runs `rounds` rounds of `timer` on the shallow and the deep queue.
-template <class Timer>
-mode_result run_mode(const char* name, int rounds, int shallow, int deep, Timer&& timer) {
+/// Runs `rounds` rounds of `timer` (latencies of claims on the deep queue
+/// when given true, else the shallow one).
+mode_result run_mode(const char* name, int rounds, int shallow, int deep,
+                     const std::function<std::vector<double>(bool)>& timer) {
   std::vector<double> all_small, all_big, ratios;
   for (int r = 0; r < rounds; ++r) {
     auto a = timer(false);
