@@ -1,6 +1,7 @@
 // inflight_scale: 10,000 jobs in flight at once in one worker process
 // (simulate, 10 s latency, a pool of 10,000 stage actors): peak RSS and the
-// time to dispatch them all. Goal <= 300 MB RSS.
+// time to dispatch them all. Goal <= 300 MB RSS. Exits 1 when a job was lost,
+// left undone or run twice, or the worker failed.
 //
 //   ./dev.sh bench inflight_scale [jobs]
 
@@ -29,4 +30,6 @@ int main(int argc, char** argv) {
               "peak RSS %.1f MB; worker start to exit %.2f s\n",
               static_cast<long long>(res.i64(0, 1)), jobs, jobs, res.f64(0, 0),
               r.max_rss_kb / 1024.0, r.seconds);
+  bench::check_all_done_once(conn, jobs, "inflight");
+  return bench::exit_status();
 }

@@ -9,20 +9,34 @@
 //  - a supervisor holds at most 512 unrecorded outcomes: past that its
 //    claimer waits for the recorder, as a pool's credit would.
 //
-// In the same run it measures a bare baseline: a plain table, one statement
-// per transaction (claim 50 rows FOR UPDATE SKIP LOCKED and mark them done),
-// with as many threads as the Spool run has connections. Each round runs
-// the baseline and Spool back to back on one fresh database; the medians
-// over rounds and the ratio Spool / baseline are printed (compare ratios
-// measured in one run: this box is shared and absolute numbers drift).
+// In the same run it measures a raw baseline, the ceiling of this design on
+// this database: a bare table (state, attempt, lease owner and expiry) and
+// the same supervisors (connections, threads, window, flush size), where a
+// claim is one statement and one transaction,
+//
+//   UPDATE bare_jobs SET state, lease_owner, lease_expires_at, attempt + 1
+//     FROM (SELECT id ... ORDER BY id LIMIT <credit> FOR UPDATE SKIP LOCKED)
+//
+// at the same batch size as Spool's claim (the credit), committed the way
+// spool_claim commits (asynchronously when it does; the line says which),
+// and a flush marks its runs done in a second transaction, fenced by
+// (owner, attempt) like Spool's. What Spool does beyond it is its own cost:
+// fair order across channels, attempt rows, task states and dependencies.
+// Each round runs the baseline and Spool back to back on one fresh database;
+// the medians over rounds and the ratio Spool / baseline are printed (compare
+// ratios measured in one run: this box is shared and absolute numbers drift).
 // Besides runs/s, each line shows the server CPU a run costs (read from
 // /proc for the run's own backends, so other load on the box does not count;
 // 10 ms ticks), split into the claim and the record connections, the client's
 // CPU, call counts and latencies, and the WAL written per run.
 //
+// Exits 1 when a run is not done at the end, is claimed twice, or an outcome
+// is refused, in either the baseline or Spool.
+//
 //   ./dev.sh bench store_throughput [runs] [supervisors] [rounds]
 //   defaults: 20000 runs, 2 supervisors (4 connections), 5 rounds
 
+#include "bench/bench_support.hpp"
 #include "runtime/pg/connection.hpp"
 #include "runtime/store/store.hpp"
 #include "tests/support/test_db.hpp"
@@ -39,6 +53,7 @@
 #include <cstdlib>
 #include <deque>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <sstream>
@@ -150,61 +165,7 @@ struct measured {
   double client_us = 0;      // client CPU per run (this process)
 };
 
-// -- the bare baseline ---------------------------------------------------------
-
-measured bare_rate(const std::string& url, int runs, int threads) {
-  {
-    pg::connection conn{url};
-    conn.exec_script(R"(
-      DROP TABLE IF EXISTS bare_jobs;
-      CREATE TABLE bare_jobs (
-        id          BIGSERIAL PRIMARY KEY,
-        state       TEXT NOT NULL DEFAULT 'ready',
-        payload     JSONB NOT NULL DEFAULT '{}',
-        created_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
-        finished_at TIMESTAMPTZ);
-      CREATE INDEX bare_jobs_ready_idx ON bare_jobs (id) WHERE state = 'ready';)");
-    conn.exec("INSERT INTO bare_jobs (payload) SELECT '{}' FROM generate_series(1, $1::int)",
-              {pg::to_param(runs)});
-    conn.exec("VACUUM ANALYZE bare_jobs");
-  }
-  std::vector<std::unique_ptr<pg::connection>> conns;
-  backend_cpu server;
-  for (int t = 0; t < threads; ++t) {
-    conns.push_back(std::make_unique<pg::connection>(url));
-    server.pids.push_back(backend_pid(*conns.back()));
-  }
-  std::atomic<int64_t> done{0};
-  server.start();
-  double client0 = client_cpu_s();
-  auto start = clock_type::now();
-  std::vector<std::thread> pool;
-  for (auto& conn : conns)
-    pool.emplace_back([&, c = conn.get()] {
-      for (;;) {
-        auto n = c->exec_prepared("WITH picked AS (SELECT id FROM bare_jobs WHERE state = 'ready' "
-                                  "ORDER BY id LIMIT 50 FOR UPDATE SKIP LOCKED) "
-                                  "UPDATE bare_jobs j SET state = 'done', finished_at = now() "
-                                  "FROM picked WHERE j.id = picked.id")
-                   .affected();
-        if (n == 0)
-          break;
-        done += n;
-      }
-    });
-  for (auto& th : pool)
-    th.join();
-  measured m;
-  m.rate = runs / seconds_since(start);
-  m.server_us = 1e6 * server.used() / runs;
-  m.client_us = 1e6 * (client_cpu_s() - client0) / runs;
-  if (done != runs)
-    std::fprintf(stderr, "ERROR: baseline did %lld of %d\n", static_cast<long long>(done.load()),
-                 runs);
-  return m;
-}
-
-// -- Spool ---------------------------------------------------------------------
+// -- supervisors: the same for the baseline and Spool -------------------------
 
 struct spool_result : measured {
   double claim_cpu_us = 0;  // server CPU per run on the claim connections
@@ -217,17 +178,34 @@ struct spool_result : measured {
   double record_us = 0; // and of a record call
 };
 
+/// A run a supervisor holds: claimed, its outcome not yet recorded.
+struct held {
+  int64_t run_id = 0;
+  int attempt = 0;
+  int64_t lease_token = 0; // Spool's fence; the baseline has none
+};
+
+/// How a supervisor talks to one queue: a claim of up to `credit` runs, and
+/// the recording of a batch of finished runs (returns how many were refused).
+struct queue_ops {
+  std::function<std::vector<held>(pg::connection&, const std::string& worker, int credit)> claim;
+  std::function<int(pg::connection&, const std::string& worker, const std::vector<held>&)>
+    record;
+};
+
 /// One supervisor: a claimer and a recorder sharing a window of outcomes.
 class supervisor {
 public:
-  supervisor(const std::string& url, std::string worker, int credit, const options& opt)
+  supervisor(const std::string& url, std::string worker, int credit, const options& opt,
+             const queue_ops& ops)
     : claim_conn_(url), record_conn_(url), worker_(std::move(worker)), credit_(credit),
-      opt_(opt) {
+      opt_(opt), ops_(ops) {
   }
 
   /// The server backends of its claim and record connections.
   int claim_pid() { return backend_pid(claim_conn_); }
   int record_pid() { return backend_pid(record_conn_); }
+  pg::connection& claim_connection() { return claim_conn_; }
 
   void start() {
     claimer_ = std::thread{[this] { claim_loop(); }};
@@ -241,24 +219,25 @@ public:
 
   int64_t claim_calls = 0;
   int64_t record_calls = 0;
+  int64_t claimed = 0;
+  int64_t refused = 0;
   double claim_secs = 0;  // time spent in claim calls
   double record_secs = 0; // and in record calls
 
 private:
   void claim_loop() {
-    store::store q{claim_conn_};
     for (;;) {
       {
         std::unique_lock lock{mu_};
         room_.wait(lock, [&] { return pending_.size() + credit_ <= opt_.window; });
       }
       auto t0 = clock_type::now();
-      auto got = q.claim("s", credit_, worker_, 60s);
+      auto got = ops_.claim(claim_conn_, worker_, static_cast<int>(credit_));
       claim_secs += seconds_since(t0);
       ++claim_calls;
+      claimed += static_cast<int64_t>(got.size());
       std::lock_guard lock{mu_};
-      for (auto& r : got)
-        pending_.push_back(store::outcome_record::for_claim(r, store::record_kind::ok));
+      pending_.insert(pending_.end(), got.begin(), got.end());
       if (got.empty())
         claiming_ = false;
       ready_.notify_one();
@@ -268,8 +247,7 @@ private:
   }
 
   void record_loop() {
-    store::store q{record_conn_};
-    std::vector<store::outcome_record> batch;
+    std::vector<held> batch;
     for (;;) {
       batch.clear();
       {
@@ -278,19 +256,15 @@ private:
         if (pending_.empty())
           return;
         while (!pending_.empty() && batch.size() < opt_.flush_max) {
-          batch.push_back(std::move(pending_.front()));
+          batch.push_back(pending_.front());
           pending_.pop_front();
         }
       }
       room_.notify_one();
       auto t0 = clock_type::now();
-      auto res = q.record(worker_, batch);
+      refused += ops_.record(record_conn_, worker_, batch);
       record_secs += seconds_since(t0);
       ++record_calls;
-      for (auto& r : res)
-        if (!r.accepted)
-          std::fprintf(stderr, "ERROR: outcome of run %lld refused\n",
-                       static_cast<long long>(r.run_id));
     }
   }
 
@@ -299,33 +273,30 @@ private:
   std::string worker_;
   size_t credit_;
   const options& opt_;
+  const queue_ops& ops_;
   std::thread claimer_;
   std::thread recorder_;
   std::mutex mu_;
   std::condition_variable ready_;
   std::condition_variable room_;
-  std::deque<store::outcome_record> pending_;
+  std::deque<held> pending_;
   bool claiming_ = true;
 };
 
-spool_result spool_rate(const std::string& url, int credit, const options& opt) {
-  {
-    pg::connection conn{url};
-    store::store q{conn};
-    for (int from = 0; from < opt.runs; from += 50'000) {
-      std::vector<store::new_task> tasks(static_cast<size_t>(std::min(50'000, opt.runs - from)));
-      for (size_t i = 0; i < tasks.size(); ++i)
-        tasks[i].channel_id = "ch" + std::to_string((from + i) % 100);
-      q.enqueue(tasks, {{"s", {}, false, 3}});
-    }
-    conn.exec("VACUUM ANALYZE");
-  }
+/// Runs `opt.supervisors` supervisors over `ops` until the queue is empty;
+/// `prepare_claim` runs once on each claim connection before the clock.
+spool_result drive(const std::string& url, int credit, const options& opt, const queue_ops& ops,
+                   const char* what,
+                   const std::function<void(pg::connection&)>& prepare_claim = {}) {
   std::vector<std::unique_ptr<supervisor>> sups;
   backend_cpu claims, records;
   for (int s = 0; s < opt.supervisors; ++s) {
-    sups.push_back(std::make_unique<supervisor>(url, "bench-" + std::to_string(s), credit, opt));
+    sups.push_back(
+      std::make_unique<supervisor>(url, "bench-" + std::to_string(s), credit, opt, ops));
     claims.pids.push_back(sups.back()->claim_pid());
     records.pids.push_back(sups.back()->record_pid());
+    if (prepare_claim)
+      prepare_claim(sups.back()->claim_connection());
   }
   auto wal_lsn = [&] {
     pg::connection c{url};
@@ -357,20 +328,144 @@ spool_result spool_rate(const std::string& url, int credit, const options& opt) 
                       / opt.runs;
   }
   double claim_secs = 0, record_secs = 0;
+  int64_t claimed = 0, refused = 0;
   for (auto& s : sups) {
     out.claim_calls += static_cast<double>(s->claim_calls);
     out.record_calls += static_cast<double>(s->record_calls);
     claim_secs += s->claim_secs;
     record_secs += s->record_secs;
+    claimed += s->claimed;
+    refused += s->refused;
   }
   out.claim_us = 1e6 * claim_secs / out.claim_calls;
   out.record_us = 1e6 * record_secs / out.record_calls;
+  if (claimed != opt.runs)
+    bench::error("%s: %lld runs claimed, of %d", what, static_cast<long long>(claimed), opt.runs);
+  if (refused != 0)
+    bench::error("%s: %lld outcomes refused", what, static_cast<long long>(refused));
+  return out;
+}
+
+// -- the raw baseline ----------------------------------------------------------
+
+/// Whether spool_claim commits asynchronously (synchronous_commit off for its
+/// transaction): the baseline's claim then does too.
+bool spool_claims_async(const std::string& url) {
   pg::connection conn{url};
-  auto done = conn.exec("SELECT count(*) FROM stage_runs WHERE state = 'done'").i64(0, 0);
+  return conn
+           .exec("SELECT count(*) FROM pg_proc WHERE proname = 'spool_claim' AND prosrc ~ "
+                 "$$synchronous_commit'\\s*,\\s*'off'$$")
+           .i64(0, 0)
+         > 0;
+}
+
+spool_result bare_rate(const std::string& url, int credit, const options& opt, bool async_claim) {
+  {
+    pg::connection conn{url};
+    conn.exec_script(R"(
+      DROP TABLE IF EXISTS bare_jobs;
+      CREATE TABLE bare_jobs (
+        id               BIGSERIAL PRIMARY KEY,
+        state            TEXT NOT NULL DEFAULT 'ready',
+        attempt          INTEGER NOT NULL DEFAULT 0,
+        lease_owner      TEXT,
+        lease_expires_at TIMESTAMPTZ,
+        payload          JSONB NOT NULL DEFAULT '{}',
+        created_at       TIMESTAMPTZ NOT NULL DEFAULT now(),
+        finished_at      TIMESTAMPTZ);
+      CREATE INDEX bare_jobs_ready_idx ON bare_jobs (id) WHERE state = 'ready';)");
+    conn.exec("INSERT INTO bare_jobs (payload) SELECT '{}' FROM generate_series(1, $1::int)",
+              {pg::to_param(opt.runs)});
+    conn.exec("VACUUM ANALYZE bare_jobs");
+  }
+  queue_ops ops;
+  ops.claim = [](pg::connection& c, const std::string& worker, int n) {
+    auto res = c.exec_prepared(
+      "UPDATE bare_jobs j SET state = 'running', lease_owner = $1, "
+      "lease_expires_at = now() + interval '60 seconds', attempt = j.attempt + 1 "
+      "FROM (SELECT id FROM bare_jobs WHERE state = 'ready' ORDER BY id LIMIT $2 "
+      "FOR UPDATE SKIP LOCKED) p WHERE j.id = p.id RETURNING j.id, j.attempt, j.payload",
+      {worker, pg::to_param(n)});
+    std::vector<held> got(static_cast<size_t>(res.rows()));
+    for (int i = 0; i < res.rows(); ++i)
+      got[static_cast<size_t>(i)] = {res.i64(i, 0), static_cast<int>(res.i64(i, 1))};
+    return got;
+  };
+  ops.record = [](pg::connection& c, const std::string& worker, const std::vector<held>& batch) {
+    std::vector<int64_t> ids, attempts;
+    for (auto& h : batch) {
+      ids.push_back(h.run_id);
+      attempts.push_back(h.attempt);
+    }
+    auto done = c.exec_prepared(
+                   "UPDATE bare_jobs j SET state = 'done', finished_at = now(), "
+                   "lease_owner = NULL, lease_expires_at = NULL "
+                   "FROM unnest($1::bigint[], $2::int[]) AS o(id, attempt) "
+                   "WHERE j.id = o.id AND j.attempt = o.attempt AND j.lease_owner = $3 "
+                   "AND j.state = 'running'",
+                   {pg::array_literal(ids), pg::array_literal(attempts), worker})
+                  .affected();
+    return static_cast<int>(static_cast<int64_t>(batch.size()) - done);
+  };
+  auto out = drive(url, credit, opt, ops, "baseline", [&](pg::connection& c) {
+    if (async_claim)
+      c.exec("SET synchronous_commit = off");
+  });
+  pg::connection conn{url};
+  auto r = conn.exec("SELECT count(*) FILTER (WHERE state = 'done'), "
+                     "count(*) FILTER (WHERE attempt <> 1) FROM bare_jobs");
+  if (r.i64(0, 0) != opt.runs || r.i64(0, 1) != 0)
+    bench::error("baseline: %lld of %d runs done, %lld claimed more than once",
+                 static_cast<long long>(r.i64(0, 0)), opt.runs,
+                 static_cast<long long>(r.i64(0, 1)));
+  return out;
+}
+
+// -- Spool ---------------------------------------------------------------------
+
+spool_result spool_rate(const std::string& url, int credit, const options& opt) {
+  {
+    pg::connection conn{url};
+    store::store q{conn};
+    for (int from = 0; from < opt.runs; from += 50'000) {
+      std::vector<store::new_task> tasks(static_cast<size_t>(std::min(50'000, opt.runs - from)));
+      for (size_t i = 0; i < tasks.size(); ++i)
+        tasks[i].channel_id = "ch" + std::to_string((from + i) % 100);
+      q.enqueue(tasks, {{"s", {}, false, 3}});
+    }
+    conn.exec("VACUUM ANALYZE");
+  }
+  queue_ops ops;
+  ops.claim = [](pg::connection& c, const std::string& worker, int n) {
+    store::store q{c};
+    std::vector<held> got;
+    for (auto& r : q.claim("s", n, worker, 60s))
+      got.push_back({r.run_id, r.attempt, r.lease_token});
+    return got;
+  };
+  ops.record = [](pg::connection& c, const std::string& worker, const std::vector<held>& batch) {
+    store::store q{c};
+    std::vector<store::outcome_record> outcomes;
+    outcomes.reserve(batch.size());
+    for (auto& h : batch) {
+      store::outcome_record o;
+      o.run_id = h.run_id;
+      o.attempt = h.attempt;
+      o.lease_token = h.lease_token;
+      outcomes.push_back(std::move(o));
+    }
+    int refused = 0;
+    for (auto& r : q.record(worker, outcomes))
+      refused += r.accepted ? 0 : 1;
+    return refused;
+  };
+  auto out = drive(url, credit, opt, ops, "spool");
+  pg::connection conn{url};
   auto completed = conn.exec("SELECT count(*) FROM tasks WHERE state = 'completed'").i64(0, 0);
-  if (done != opt.runs || completed != opt.runs)
-    std::fprintf(stderr, "ERROR: %lld runs done, %lld tasks completed, of %d\n",
-                 static_cast<long long>(done), static_cast<long long>(completed), opt.runs);
+  if (completed != opt.runs)
+    bench::error("spool: %lld of %d tasks completed", static_cast<long long>(completed),
+                 opt.runs);
+  bench::check_all_done_once(conn, opt.runs, "spool");
   return out;
 }
 
@@ -385,15 +480,21 @@ int main(int argc, char** argv) {
     opt.supervisors = std::atoi(argv[2]);
   if (argc > 3)
     opt.rounds = std::atoi(argv[3]);
-  int connections = 2 * opt.supervisors;
-  std::printf("store_throughput: %d runs; %d supervisors (claim + record connection each); "
-              "baseline: %d threads x (claim 50 + done) per transaction; %d rounds\n",
-              opt.runs, opt.supervisors, connections, opt.rounds);
+  bool async_claim = false;
+  {
+    test::fresh_database db;
+    async_claim = spool_claims_async(db.url());
+  }
+  std::printf("store_throughput: %d runs; %d supervisors (claim + record connection each), "
+              "the same for the baseline; baseline claims (a batch of the credit, with a "
+              "lease) commit %s, as spool_claim's do; %d rounds\n",
+              opt.runs, opt.supervisors, async_claim ? "asynchronously" : "synchronously",
+              opt.rounds);
   for (int credit : {10, 32}) {
     std::vector<double> bare, ours, ratios, bare_cpu, our_cpu, cpu_ratios;
     for (int round = 0; round < opt.rounds; ++round) {
       test::fresh_database db;
-      auto b = bare_rate(db.url(), opt.runs, connections);
+      auto b = bare_rate(db.url(), credit, opt, async_claim);
       auto s = spool_rate(db.url(), credit, opt);
       bare.push_back(b.rate);
       ours.push_back(s.rate);
@@ -404,11 +505,12 @@ int main(int argc, char** argv) {
       std::printf("  credit %2d round %d: baseline %6.0f/s, spool %6.0f runs/s: ratio %.2f | "
                   "server cpu/run %4.1f us (claim %4.1f + record %4.1f) vs %4.1f us, "
                   "client %3.1f us | %.0f claims of %.0f us, %.0f records of %.0f runs in "
-                  "%.0f us | machine busy %.0f%%, WAL %.0f B/run\n",
+                  "%.0f us | baseline claims of %.0f us | machine busy %.0f%%, "
+                  "WAL %.0f B/run\n",
                   credit, round + 1, b.rate, s.rate, s.rate / b.rate, s.server_us,
                   s.claim_cpu_us, s.record_cpu_us, b.server_us, s.client_us, s.claim_calls,
-                  s.claim_us, s.record_calls, opt.runs / s.record_calls, s.record_us, s.cpu,
-                  s.wal_per_run);
+                  s.claim_us, s.record_calls, opt.runs / s.record_calls, s.record_us, b.claim_us,
+                  s.cpu, s.wal_per_run);
       std::fflush(stdout);
     }
     std::printf("credit %2d median: baseline %6.0f/s, spool %6.0f runs/s, ratio %.2f; "
@@ -416,4 +518,5 @@ int main(int argc, char** argv) {
                 credit, median(bare), median(ours), median(ratios), median(our_cpu),
                 median(bare_cpu), median(cpu_ratios));
   }
+  return bench::exit_status();
 }

@@ -6,6 +6,7 @@
 #include "runtime/store/store.hpp"
 #include "tests/support/cli.hpp"
 #include "tests/support/test_db.hpp"
+#include "tests/support/wait.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -62,9 +63,10 @@ struct worker_fixture {
   }
 };
 
-std::string worker_config(const std::string& stages, double lease_s = 3) {
+std::string worker_config(const std::string& stages, double lease_s = 3, double grace_s = 1) {
   return test::temp_file(R"({"worker": {"idle_poll_s": 0.2, "heartbeat_interval_s": 0.5,
-    "rescue_interval_s": 0.5, "shutdown_grace_s": 1, "lease_s": )" +
+    "rescue_interval_s": 0.5, "shutdown_grace_s": )" +
+                         std::to_string(grace_s) + R"(, "lease_s": )" +
                          std::to_string(lease_s) + R"(}, "stages": [)" + stages + "]}");
 }
 
@@ -267,14 +269,18 @@ TEST_CASE_METHOD(worker_fixture, "a result that arrives after the lease was lost
   REQUIRE(wait_for("SELECT count(*) FROM stage_attempts WHERE worker_id <> 'thief' AND "
                    "finished_at IS NOT NULL",
                    1));
-  std::this_thread::sleep_for(3s); // the first worker finishes and reports
+  // The first worker's heartbeat tells it the lease was lost (it stops the
+  // execution, recording nothing), or its late result is refused by the
+  // fence: either way nothing changes.
+  REQUIRE(test::eventually([&] {
+    auto out = w.output();
+    return out.find("lease lost") != std::string::npos
+           || out.find("refused") != std::string::npos;
+  }));
   CHECK(scalar("SELECT count(*) FROM stage_runs WHERE state = 'running' AND "
                "lease_owner = 'thief'")
         == 1);
   CHECK(scalar("SELECT count(*) FROM stage_runs WHERE output IS NOT NULL") == 0);
-  // Its heartbeat told it the lease was lost (it stopped the execution), or
-  // its late result was refused by the fence.
-  CHECK_THAT(w.output(), Catch::Contains("lease lost") || Catch::Contains("refused"));
   w.signal(SIGTERM);
   CHECK(w.wait(30) == 0);
 }
@@ -313,9 +319,11 @@ TEST_CASE_METHOD(worker_fixture, "a second signal exits at once and takes the st
                                  "along",
                  "[db][worker]") {
   auto pids = test::temp_file("", ".pids");
+  // A grace far longer than the test: only the second signal can end it.
   auto cfg = worker_config(R"(
     {"name": "a", "max_concurrent": 2, "timeout_s": 120, "executor": {"kind": "command",
-      "argv": ["sh", "-c", "trap '' TERM; echo $$ >> )" + pids + R"(; sleep 60"]}})");
+      "argv": ["sh", "-c", "trap '' TERM; echo $$ >> )" + pids + R"(; sleep 60"]}})",
+                           3, 60);
   enqueue(cfg, 2);
   spool_process w{{"run", "--config", cfg}, env};
   REQUIRE(wait_for("SELECT count(*) FROM stage_runs WHERE state = 'running'", 2));
@@ -329,7 +337,7 @@ TEST_CASE_METHOD(worker_fixture, "a second signal exits at once and takes the st
   }
   REQUIRE(seen.size() == 2);
   w.signal(SIGTERM); // drain: the programs ignore TERM and keep running
-  std::this_thread::sleep_for(300ms);
+  REQUIRE(test::eventually([&] { return w.output().find("draining") != std::string::npos; }));
   CHECK(w.running());
   w.signal(SIGTERM);
   CHECK(w.wait(10) == 128 + SIGTERM);

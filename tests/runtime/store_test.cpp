@@ -170,7 +170,7 @@ TEST_CASE_METHOD(queue_fixture, "a lost lease is rescued, reclaimed, and the lat
   auto task = enqueue_one("A");
   auto first = q.claim("s", 1, "w1", 1ms).at(0);
   CHECK(first.attempt == 1);
-  std::this_thread::sleep_for(20ms);
+  REQUIRE(wait_for("SELECT count(*) FROM stage_runs WHERE lease_expires_at < now()", 1));
   auto rescued = q.rescue(100);
   REQUIRE(rescued.size() == 1);
   CHECK(rescued[0].accepted);
@@ -209,12 +209,12 @@ TEST_CASE_METHOD(queue_fixture, "release and snooze count no attempt; retry does
   CHECK(r2.attempt == 2);
 
   CHECK(q.record("w", {with_kind(r2, record_kind::snooze, 1ms)})[0].state == "scheduled");
-  std::this_thread::sleep_for(10ms);
+  REQUIRE(wait_for("SELECT count(*) FROM stage_runs WHERE ready_at <= now()", 1));
   auto r3 = q.claim("s", 1, "w", 30s).at(0); // promoted once due
   CHECK(r3.failed_attempts == 0);
 
   CHECK(q.record("w", {with_kind(r3, record_kind::retry, 1ms)})[0].state == "scheduled");
-  std::this_thread::sleep_for(10ms);
+  REQUIRE(wait_for("SELECT count(*) FROM stage_runs WHERE ready_at <= now()", 1));
   auto r4 = q.claim("s", 1, "w", 30s).at(0);
   CHECK(r4.failed_attempts == 1);
   CHECK(r4.attempt == 4);
@@ -363,7 +363,9 @@ TEST_CASE_METHOD(queue_fixture, "heartbeats extend only the worker's own leases"
                            theirs.lease_token);
   REQUIRE(notes.size() == 1);
   CHECK(notes[0].claim.run_id == theirs.run_id);
-  std::this_thread::sleep_for(20ms);
+  REQUIRE(wait_for("SELECT count(*) FROM stage_runs WHERE lease_owner = 'w2' "
+                   "AND lease_expires_at < now()",
+                   1));
   auto rescued = q.rescue(10);
   REQUIRE(rescued.size() == 1);
   CHECK(text("SELECT lease_owner FROM stage_runs WHERE state = 'running'") == "w1");

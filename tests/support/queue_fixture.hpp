@@ -5,6 +5,7 @@
 #include "runtime/pg/connection.hpp"
 #include "runtime/store/store.hpp"
 #include "tests/support/test_db.hpp"
+#include "tests/support/wait.hpp"
 
 #include <string>
 #include <vector>
@@ -31,6 +32,11 @@ struct queue_fixture {
 
   int64_t scalar(const std::string& sql) { return conn.exec(sql).i64(0, 0); }
   std::string text(const std::string& sql) { return conn.exec(sql).str(0, 0); }
+
+  /// Waits until `sql` (a count) reaches at least `n`; false on timeout.
+  bool wait_for(const std::string& sql, int64_t n, double timeout_s = 30) {
+    return eventually([&] { return scalar(sql) >= n; }, timeout_s);
+  }
 };
 
 } // namespace spool::test
