@@ -8,8 +8,9 @@
 -- lost_attempts / max_lost: leases lost because a worker died or stalled
 --   count apart from provider failures (failed_attempts), with their own
 --   limit, which still stops a run that crashes every worker taking it.
--- snoozed_ms: time the run spent snoozed (rate limited) so far; past the
---   stage's cap it fails with class rate_limited.
+-- snoozed_ms: time the run spent snoozed (rate limited) so far, each snooze
+--   counting at least a second; past the stage's cap it fails with class
+--   rate_limited.
 -- workers.stages / lease_ms: what a worker serves and how long its leases
 --   last, so that `spool status` can tell stale workers and unserved stages.
 
@@ -310,8 +311,10 @@ BEGIN
       failed_attempts = r.failed_attempts
         + (CASE WHEN i.kind IN ('retry', 'fail') THEN 1 ELSE 0 END),
       lost_attempts = r.lost_attempts + (CASE WHEN i.kind = 'lost' THEN 1 ELSE 0 END),
+      -- a snooze counts at least a second: zero-length snoozes would never
+      -- reach the stage's cap on the time a run may spend snoozed
       snoozed_ms = r.snoozed_ms
-        + (CASE WHEN i.kind = 'snooze' THEN greatest(coalesce(i.delay_ms, 0), 0) ELSE 0 END),
+        + (CASE WHEN i.kind = 'snooze' THEN greatest(coalesce(i.delay_ms, 0), 1000) ELSE 0 END),
       ready_at = now() + greatest(coalesce(i.delay_ms, 0), 0) * interval '1 millisecond',
       output = CASE WHEN i.kind = 'ok' THEN coalesce(i.output, '{}'::jsonb) ELSE r.output END,
       cost = r.cost + coalesce(i.cost, 0),
