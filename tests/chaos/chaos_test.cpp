@@ -18,6 +18,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -184,16 +185,13 @@ struct chaos_fixture {
   std::string snapshot() {
     try {
       pg::connection c{url, 5s};
-      std::string out = "tasks:";
-      auto t = c.exec("SELECT state::text, count(*) FROM tasks GROUP BY 1 ORDER BY 1");
-      for (int i = 0; i < t.rows(); ++i)
-        out += " " + t.str(i, 0) + "=" + t.str(i, 1);
-      out += "\nstage runs:";
-      auto r = c.exec("SELECT stage || '/' || state::text, count(*) FROM stage_runs "
-                      "GROUP BY 1 ORDER BY 1");
-      for (int i = 0; i < r.rows(); ++i)
-        out += " " + r.str(i, 0) + "=" + r.str(i, 1);
-      return out + "\n";
+      auto t = c.exec("SELECT string_agg(state::text || '=' || n, ' ' ORDER BY state) "
+                      "FROM (SELECT state, count(*) AS n FROM tasks GROUP BY 1) x");
+      auto r = c.exec("SELECT string_agg(stage || '/' || state::text || '=' || n, ' ' "
+                      "ORDER BY stage, state) "
+                      "FROM (SELECT stage, state, count(*) AS n FROM stage_runs GROUP BY 1, 2) x");
+      return "tasks: " + t.opt_str(0, 0).value_or("none") + "\nstage runs: "
+             + r.opt_str(0, 0).value_or("none") + "\n";
     } catch (const std::exception& e) {
       return std::string{"(no snapshot: "} + e.what() + ")\n";
     }
@@ -289,6 +287,11 @@ struct chaos_fixture {
                 static_cast<long long>(
                   scalar("SELECT count(*) FROM stage_attempts WHERE outcome = 'lost'")),
                 kills, restarts, pauses, log_lines, elapsed_s());
+    // SPOOL_CHAOS_LOGS=1 prints the workers' logs too, to see what they
+    // said while the database was away.
+    if (const char* v = std::getenv("SPOOL_CHAOS_LOGS"); v != nullptr && *v == '1')
+      for (auto& w : workers)
+        std::printf("--- %s log:\n%s", w.name.c_str(), tail(w.proc->output(), 1000).c_str());
     std::fflush(stdout);
   }
 

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
@@ -17,6 +18,8 @@
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+#include <thread>
+#include <utility>
 
 namespace fs = std::filesystem;
 
@@ -73,20 +76,21 @@ int run_as_owner(const std::vector<std::string>& argv) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-/// The parent pid of `pid` from /proc, or -1.
-int parent_of(int pid) {
+/// The state letter and parent pid of `pid` from /proc/<pid>/stat; state
+/// '?' when the process is gone.
+std::pair<char, int> proc_stat(int pid) {
   std::ifstream in{"/proc/" + std::to_string(pid) + "/stat"};
   std::string stat;
   std::getline(in, stat);
   // pid (comm) state ppid ...; comm may contain spaces and parentheses.
   auto close = stat.rfind(')');
   if (close == std::string::npos)
-    return -1;
+    return {'?', -1};
   std::istringstream rest{stat.substr(close + 1)};
-  std::string state;
+  char state = '?';
   int ppid = -1;
   rest >> state >> ppid;
-  return ppid;
+  return {state, ppid};
 }
 
 } // namespace
@@ -165,7 +169,7 @@ std::vector<int> pg_cluster::server_pids() const {
     if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos)
       continue;
     int pid = std::atoi(name.c_str());
-    if (parent_of(pid) == pm)
+    if (proc_stat(pid).second == pm)
       pids.push_back(pid);
   }
   return pids;
@@ -179,9 +183,22 @@ void pg_cluster::pause() {
     throw std::runtime_error("cannot pause: the server is not running");
   ::kill(pm, SIGSTOP);
   paused_ = true;
-  for (int round = 0; round < 3; ++round)
-    for (int pid : server_pids())
+  // Signals are delivered asynchronously: wait until every process is seen
+  // stopped ('T'), or gone.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds{10};
+  for (;;) {
+    bool all_stopped = true;
+    for (int pid : server_pids()) {
       ::kill(pid, SIGSTOP);
+      auto state = proc_stat(pid).first;
+      all_stopped = all_stopped && (state == 'T' || state == '?');
+    }
+    if (all_stopped)
+      return;
+    if (std::chrono::steady_clock::now() > deadline)
+      throw std::runtime_error("pausing PostgreSQL: some server processes did not stop");
+    std::this_thread::sleep_for(std::chrono::milliseconds{10});
+  }
 }
 
 void pg_cluster::resume() {
