@@ -4,8 +4,9 @@
 // waits for conditions under generous deadlines, never asserts on timing, and
 // ends with the same checks: every task terminal, no run with two `ok`
 // attempts, nothing left running, the good tasks completed (each stage's cost
-// applied exactly once), and every worker exiting by itself with code 0. Each
-// prints a one-line summary (tasks, kills, restarts, elapsed) to quote.
+// applied exactly once), and every worker exiting by itself with code 0 with
+// a log of one-line records that does not repeat itself. Each prints a
+// one-line summary (tasks, kills, restarts, elapsed) to quote.
 
 #include "runtime/pg/connection.hpp"
 #include "tests/support/cli.hpp"
@@ -22,9 +23,11 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <random>
+#include <regex>
 #include <sstream>
 #include <thread>
 
@@ -113,6 +116,43 @@ std::pair<std::size_t, std::size_t> line_stats(const std::string& text) {
     longest = std::max(longest, line.size());
   }
   return {lines, longest};
+}
+
+/// Checks what a worker's log must look like after any amount of trouble:
+/// one record a line (a libpq message's embedded newlines, or a function's
+/// source, make several), and no warning or error repeated over and over:
+/// a worker says once that the database went away and once that it came
+/// back, rather than at every failed call.
+void check_log(const std::string& name, const std::string& log) {
+  static const std::regex stamp{R"(^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} )"};
+  std::vector<std::string> continuation;
+  std::map<std::string, int> repeats;
+  std::istringstream in{log};
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty())
+      continue;
+    if (!std::regex_search(line, stamp)) {
+      continuation.push_back(line.substr(0, 200));
+      continue;
+    }
+    auto message = line.substr(24); // the level, then the text
+    if (message.rfind("warning", 0) == 0 || message.rfind("error", 0) == 0
+        || message.rfind("critical", 0) == 0)
+      ++repeats[message];
+  }
+  std::string shown;
+  for (std::size_t i = 0; i < continuation.size() && i < 5; ++i)
+    shown += continuation[i] + "\n";
+  INFO(name << ": " << continuation.size()
+            << " log lines continue a record (a multi-line message):\n"
+            << shown);
+  CHECK(continuation.empty());
+  auto most = std::max_element(repeats.begin(), repeats.end(),
+                               [](auto& a, auto& b) { return a.second < b.second; });
+  if (most != repeats.end()) {
+    INFO(name << " logged " << most->second << " times: " << most->first.substr(0, 300));
+    CHECK(most->second <= 4);
+  }
 }
 
 /// A worker the case watches: it must not exit before the work is done,
@@ -235,12 +275,13 @@ struct chaos_fixture {
   }
 
   /// Once the work is done every worker exits by itself (--exit-when-idle)
-  /// with code 0.
+  /// with code 0, and its log passes check_log().
   void require_clean_exits(const std::vector<watched>& workers) {
     for (auto& w : workers) {
       int code = w.proc->wait(60);
       INFO(w.name << " log tail:\n" << tail(w.proc->output()));
       CHECK(code == 0);
+      check_log(w.name, w.proc->output());
     }
   }
 
