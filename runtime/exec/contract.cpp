@@ -299,6 +299,15 @@ spool::outcome parse_command_result(const command_result& r) {
   if (line.empty())
     return make(outcome_kind::transient,
                 with_context("result: no JSON object on stdout", r));
+  for (std::size_t i = 0; i < line.size();) {
+    std::size_t n = utf8_sequence(line.substr(i));
+    if (n == 0)
+      return make(outcome_kind::transient,
+                  with_context("result: the last line of stdout is not valid UTF-8 (byte "
+                                 + std::to_string(i) + ")",
+                               r));
+    i += n;
+  }
   json::error_code ec;
   json::value v = json::parse(line, ec);
   if (ec || !v.is_object()) {

@@ -78,6 +78,8 @@ std::string make_job_input(const job_input& in);
 /// - A valid error result is used whatever the exit code. A valid ok result
 ///   counts only with exit code 0; with another exit code or a signal it is
 ///   transient ("exit code 3 with status ok").
+/// - A result line that is not valid UTF-8 is transient, with a message
+///   saying so and the offset of the first bad byte.
 /// - A missing, malformed or invalid result is transient, with a message
 ///   naming the problem, e.g. `result: "status" must be "ok" or "error"`,
 ///   followed by the exit status when not 0 and "; stderr: <tail>" when

@@ -475,7 +475,8 @@ TEST_CASE_METHOD(chaos_fixture, "poisonous stage results fail their own runs, na
   std::string program = SPOOL_SOURCE_DIR "/tests/chaos/poison_stage.py";
   auto cfg = config(R"(
     {"name": "render", "max_concurrent": 6, "timeout_s": 60,
-     "retry": {"max_retries": 1, "base_s": 0.1, "factor": 1, "jitter": 0},
+     "retry": {"max_retries": 1, "base_s": 0.1, "factor": 1, "jitter": 0,
+               "max_snooze_s": 0.5, "max_snoozed_total_s": 1},
      "executor": {"kind": "command", "kill_grace_s": 1, "argv": ["python3", ")"
                     + program + R"("]}},
     {"name": "publish", "after": ["render"], "max_concurrent": 4,

@@ -334,3 +334,13 @@ TEST_CASE("a missing program is a permanent failure", "[exec][contract]") {
   CHECK_THAT(o.message,
              Contains("examples/stages/does-not-exist: No such file"));
 }
+
+TEST_CASE("a result line that is not valid UTF-8 is named as such", "[contract]") {
+  spool::exec::command_result r;
+  r.how = spool::exec::command_result::ending::exited;
+  r.exit_code = 0;
+  r.stdout_data = "{\"status\":\"ok\",\"output\":{\"t\":\"caf\xc3 \xff\"}}\n";
+  auto o = spool::exec::parse_command_result(r);
+  CHECK(o.kind == spool::outcome_kind::transient);
+  CHECK_THAT(o.message, Catch::Contains("not valid UTF-8") && Catch::Contains("byte 33"));
+}
