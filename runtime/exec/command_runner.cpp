@@ -736,43 +736,50 @@ command_runner::impl::spawn(pending_start& p) {
 /// Sends `sig` to the job's process group and to every process outside it
 /// that carries the job's token; reaps the job's zombies that are children
 /// of this process (adopted ones). Returns how many of the job's processes,
-/// the program itself aside, are still alive.
+/// the program itself aside, are not gone yet: alive, or dead with a parent
+/// of the job that is itself about to hand them to us.
 std::size_t command_runner::impl::signal_job(child& c, int sig) {
   if (!c.lost)
     ::kill(-c.pid, sig); // the whole group at once
   pid_t self = ::getpid();
-  std::size_t alive = 0;
   auto found = find_processes(c.lost ? 0 : c.pid, c.token_entry, false,
                               c.start_ticks);
+  // Marked processes are found again by their stat only: a dead one has no
+  // environment left.
+  std::string buf;
+  for (auto i = c.marked.begin(); i != c.marked.end();) {
+    proc_entry e;
+    e.pid = i->first;
+    if (!read_proc_stat(e.pid, e.st, buf) || e.st.start_time != i->second) {
+      i = c.marked.erase(i); // gone
+      continue;
+    }
+    if (std::none_of(found.begin(), found.end(),
+                     [&](const proc_entry& f) { return f.pid == e.pid; }))
+      found.push_back(e);
+    ++i;
+  }
+  std::unordered_set<pid_t> job;
+  for (const auto& p : found)
+    job.insert(p.pid);
+  std::size_t pending = 0;
   for (const auto& p : found) {
     if (p.pid == c.pid)
       continue; // the program: signalled with its group, reaped by us
     if (!p.in_group)
       c.marked.insert({p.pid, p.st.start_time});
     if (!p.st.dead()) {
-      ++alive;
+      ++pending;
       if (!p.in_group)
         ::kill(p.pid, sig);
     } else if (p.st.ppid == self) {
-      reap_zombie(p.pid);
+      if (reap_zombie(p.pid))
+        c.marked.erase({p.pid, p.st.start_time});
+    } else if (job.count(p.st.ppid) != 0) {
+      ++pending; // its parent, also the job's, dies and passes it on
     }
   }
-  // Marked processes that died since: reap the ones that are ours now, and
-  // forget the ones that are gone.
-  std::string buf;
-  for (auto i = c.marked.begin(); i != c.marked.end();) {
-    proc_stat st;
-    if (!read_proc_stat(i->first, st, buf) || st.start_time != i->second) {
-      i = c.marked.erase(i);
-      continue;
-    }
-    if (st.dead() && st.ppid == self && reap_zombie(i->first)) {
-      i = c.marked.erase(i);
-      continue;
-    }
-    ++i;
-  }
-  return alive;
+  return pending;
 }
 
 void command_runner::impl::begin_stop(child& c, ending why,
@@ -1023,10 +1030,10 @@ void command_runner::impl::run() {
                     children.size());
     }
     // Everything a round works on is kept; a failure that repeats must not
-    // spin: back off 10 ms, doubling up to 1 s.
+    // spin: back off 1 ms, doubling up to 1 s.
     ++failures;
     std::this_thread::sleep_for(
-      milliseconds{std::min(1000, 10 << std::min(failures - 1, 7))});
+      milliseconds{std::min(1000, 1 << std::min(failures - 1, 10))});
   }
 }
 
