@@ -189,8 +189,8 @@ int read_pid_file(const std::string& path) {
 std::string escape_line(const std::string& pid_file, bool double_fork) {
   std::string start = "setsid sh -c 'echo $$ > " + pid_file + ".tmp; mv " + pid_file
                       + ".tmp " + pid_file + "; exec sleep 1000'";
-  start = double_fork ? "( " + start + " & ) " : start + " & ";
-  return start + "; while [ ! -s " + pid_file + " ]; do sleep 0.01; done; ";
+  start = double_fork ? "( " + start + " & )\n" : start + " &\n";
+  return start + "while [ ! -s " + pid_file + " ]; do sleep 0.01; done; ";
 }
 
 /// A marker the test puts in a command's environment to find its processes.
