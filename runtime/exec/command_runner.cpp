@@ -241,10 +241,12 @@ struct proc_stat {
   char state = 0;
   pid_t ppid = 0;
   pid_t pgrp = 0;
+  unsigned long long flags = 0;
   /// Clock ticks after boot; with the pid it names one process for good.
   unsigned long long start_time = 0;
 
   bool dead() const noexcept { return state == 'Z' || state == 'X'; }
+  bool kernel_thread() const noexcept { return (flags & 0x00200000) != 0; } // PF_KTHREAD
 };
 
 /// Reads a whole small file under /proc into `buf`; false when it cannot.
@@ -290,13 +292,14 @@ bool read_proc_stat(pid_t pid, proc_stat& out, std::string& buf) {
   char* end = nullptr;
   unsigned long long fields[20] = {};
   for (int i = 0; i < 19; ++i) { // ppid (field 4) .. starttime (field 22)
-    fields[i] = std::strtoull(p, &end, 10);
+    fields[i] = std::strtoull(p, &end, 10); // tpgid may be -1: wraps, unused
     if (end == p)
       return false;
     p = end;
   }
   out.ppid = static_cast<pid_t>(fields[0]);
   out.pgrp = static_cast<pid_t>(fields[1]);
+  out.flags = fields[5];
   out.start_time = fields[18];
   return true;
 }
@@ -326,16 +329,23 @@ unsigned long long boot_ticks_now() {
 
 /// A process found on a scan.
 struct proc_entry {
+  enum class mark {
+    group,  // in the process group
+    token,  // carries the token
+    zombie, // dead outside the group: its environment is gone, so only
+            // its parent can tell whose it was
+  };
   pid_t pid = 0;
   proc_stat st;
-  bool in_group = false; // else it carries the token
+  mark by = mark::token;
 };
 
 /// The processes other than this one that are in process group `pgid`
-/// (when > 0) or whose environment holds `entry` (see environ_has). Only
-/// processes started at or after `since` (boot ticks, less a second of
-/// slack) are considered: a job's processes cannot be older than the job.
-/// A dead process has no environment left, so only its group finds it.
+/// (when > 0) or whose environment holds `entry` (see environ_has), and the
+/// dead ones outside the group (a dead process has no environment left; the
+/// caller tells by its parent whether it was one of them). Only processes
+/// started at or after `since` (boot ticks, less a second of slack) are
+/// considered: a job's processes cannot be older than the job.
 std::vector<proc_entry> find_processes(pid_t pgid, std::string_view entry,
                                        bool prefix, unsigned long long since) {
   std::vector<proc_entry> out;
@@ -359,15 +369,27 @@ std::vector<proc_entry> find_processes(pid_t pgid, std::string_view entry,
     if (!read_proc_stat(e.pid, e.st, buf) || e.st.start_time < since)
       continue;
     if (pgid > 0 && e.st.pgrp == pgid) {
-      e.in_group = true;
+      e.by = proc_entry::mark::group;
       out.push_back(e);
       continue;
     }
-    if (e.st.dead() || entry.empty())
+    if (e.st.dead()) {
+      e.by = proc_entry::mark::zombie;
+      out.push_back(e);
+      continue;
+    }
+    if (entry.empty() || e.st.kernel_thread())
       continue;
     std::snprintf(path, sizeof(path), "/proc/%ld/environ", pid);
-    // Another user's process refuses the read: it is not ours to stop.
-    if (read_proc_file(path, buf, 8u << 20) && environ_has(buf, entry, prefix))
+    // Another user's process refuses the read: it is not ours to stop. A
+    // process in the middle of execve() shows an empty environment for a
+    // moment (until the new image's is in place): look again a few times.
+    bool readable = read_proc_file(path, buf, 8u << 20);
+    for (int retry = 0; readable && buf.empty() && retry < 10; ++retry) {
+      std::this_thread::sleep_for(std::chrono::milliseconds{1});
+      readable = read_proc_file(path, buf, 8u << 20);
+    }
+    if (readable && environ_has(buf, entry, prefix))
       out.push_back(e);
   }
   ::closedir(dir);
@@ -739,38 +761,49 @@ command_runner::impl::spawn(pending_start& p) {
 /// the program itself aside, are not gone yet: alive, or dead with a parent
 /// of the job that is itself about to hand them to us.
 std::size_t command_runner::impl::signal_job(child& c, int sig) {
+  using mark = proc_entry::mark;
   if (!c.lost)
     ::kill(-c.pid, sig); // the whole group at once
   pid_t self = ::getpid();
   auto found = find_processes(c.lost ? 0 : c.pid, c.token_entry, false,
                               c.start_ticks);
-  // Marked processes are found again by their stat only: a dead one has no
-  // environment left.
+  // The job: its group, its token's carriers and what was marked before
+  // (found again by its stat: once dead, a process has no environment).
+  std::unordered_set<pid_t> job;
+  for (const auto& p : found)
+    if (p.by != mark::zombie)
+      job.insert(p.pid);
   std::string buf;
   for (auto i = c.marked.begin(); i != c.marked.end();) {
-    proc_entry e;
-    e.pid = i->first;
-    if (!read_proc_stat(e.pid, e.st, buf) || e.st.start_time != i->second) {
+    proc_stat st;
+    if (!read_proc_stat(i->first, st, buf) || st.start_time != i->second) {
       i = c.marked.erase(i); // gone
       continue;
     }
-    if (std::none_of(found.begin(), found.end(),
-                     [&](const proc_entry& f) { return f.pid == e.pid; }))
-      found.push_back(e);
+    job.insert(i->first);
+    if (!st.dead())
+      if (auto f = std::find_if(found.begin(), found.end(),
+                                [&](const proc_entry& e) { return e.pid == i->first; });
+          f == found.end())
+        found.push_back({i->first, st, mark::token}); // lost its token: still ours
     ++i;
   }
-  std::unordered_set<pid_t> job;
+  // A zombie outside the group is the job's when its parent is (zombies
+  // have no children, so one step finds them all).
   for (const auto& p : found)
-    job.insert(p.pid);
+    if (p.by == mark::zombie && job.count(p.st.ppid) != 0)
+      job.insert(p.pid);
+
   std::size_t pending = 0;
   for (const auto& p : found) {
-    if (p.pid == c.pid)
-      continue; // the program: signalled with its group, reaped by us
-    if (!p.in_group)
+    if (p.pid == c.pid || job.count(p.pid) == 0)
+      continue; // the program (signalled with its group, reaped by us), or
+                // a zombie of someone else's
+    if (p.by != mark::group)
       c.marked.insert({p.pid, p.st.start_time});
     if (!p.st.dead()) {
       ++pending;
-      if (!p.in_group)
+      if (p.by != mark::group)
         ::kill(p.pid, sig);
     } else if (p.st.ppid == self) {
       if (reap_zombie(p.pid))

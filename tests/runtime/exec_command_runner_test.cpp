@@ -93,6 +93,18 @@ std::vector<int> zombie_children() {
   return out;
 }
 
+/// "pid (comm)" of each zombie child, for failure messages.
+std::string describe_zombies() {
+  std::string out;
+  for (int pid : zombie_children()) {
+    std::ifstream in{"/proc/" + std::to_string(pid) + "/stat"};
+    std::string stat;
+    std::getline(in, stat);
+    out += stat.substr(0, stat.find(')') + 1) + "\n";
+  }
+  return out;
+}
+
 /// How many file descriptors this process has open.
 std::size_t open_fds() {
   auto fds = std::filesystem::directory_iterator("/proc/self/fd");
@@ -575,6 +587,7 @@ TEST_CASE("a descendant that left the process group dies with its job",
   // on_done comes after the job's processes are dead and reaped: no wait.
   CHECK(gone(escapee));
   CHECK(processes_with_env(mark.first + "=" + mark.second).empty());
+  INFO("escapee " << escapee << ", program " << r.pid << ", zombies:\n" << describe_zombies());
   CHECK(zombie_children().empty());
   CHECK(group_gone(r.pid));
   std::filesystem::remove(pid_file);
@@ -630,10 +643,12 @@ TEST_CASE("kill_all_now kills escaped descendants too", "[exec][command_runner]"
   CHECK(pending.future.wait_for(0s) == std::future_status::ready);
   // kill_all_now is for a process about to exit: nothing reaps what it
   // killed outside the program's group, so the test does.
-  CHECK(eventually([&] {
+  bool clean = eventually([&] {
     ::waitpid(escapee, nullptr, WNOHANG);
     return zombie_children().empty();
-  }));
+  });
+  INFO(describe_zombies());
+  CHECK(clean);
   std::filesystem::remove(pid_file);
 }
 
@@ -739,5 +754,6 @@ TEST_CASE("the runner loop survives its own exceptions and reports every job",
   for (auto& n : thrown)
     CHECK(n > 0);
   CHECK(run(runner, sh("echo after")).stdout_data == "after\n");
+  INFO(describe_zombies());
   CHECK(zombie_children().empty());
 }

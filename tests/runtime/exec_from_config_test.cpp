@@ -88,7 +88,7 @@ TEST_CASE("pass_env defaults to nothing and refuses what is not a variable name"
   REQUIRE(bad.problems.size() == 1);
   CHECK(bad.problems[0].path == "stages[0].executor.pass_env");
   CHECK(bad.problems[0].message
-        == R"(element 1 must be a variable name ([A-Za-z_][A-Za-z0-9_]*), got "BAD=NAME")");
+        == "element 1 must be a variable name ([A-Za-z_][A-Za-z0-9_]*), got 'BAD=NAME'");
   auto simulate = config::parse(R"({"stages": [{"name": "a", "executor": {"pass_env": ["X"]}}]})");
   CHECK_FALSE(simulate.ok()); // command executor only
 }
