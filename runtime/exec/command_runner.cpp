@@ -322,9 +322,9 @@ bool environ_has(std::string_view env, std::string_view entry, bool prefix) {
 unsigned long long boot_ticks_now() {
   timespec ts{};
   ::clock_gettime(CLOCK_BOOTTIME, &ts);
-  static const long hz = std::max(::sysconf(_SC_CLK_TCK), 1L);
-  return static_cast<unsigned long long>(ts.tv_sec) * static_cast<unsigned long long>(hz)
-         + static_cast<unsigned long long>(ts.tv_nsec) / (1'000'000'000ULL / static_cast<unsigned long long>(hz));
+  using ull = unsigned long long;
+  static const ull hz = static_cast<ull>(std::max(::sysconf(_SC_CLK_TCK), 1L));
+  return static_cast<ull>(ts.tv_sec) * hz + static_cast<ull>(ts.tv_nsec) / (1'000'000'000ULL / hz);
 }
 
 /// A process found on a scan.

@@ -56,8 +56,8 @@ struct command_spec {
   /// exits or closes stdin early is not an error (EPIPE is ignored).
   std::string stdin_data;
   /// Wall-clock limit from the start; then SIGTERM to the job's processes
-  /// (its group and its token's carriers) and, `kill_grace` later, SIGKILL. Zero or negative means no limit. Defaults
-  /// to no limit.
+  /// (its group and its token's carriers) and, `kill_grace` later, SIGKILL.
+  /// Zero or negative means no limit. Defaults to no limit.
   std::chrono::milliseconds timeout{0};
   /// Time between SIGTERM and SIGKILL on timeout, cancel or shutdown; zero
   /// or negative sends SIGKILL at once. Defaults to 5 s.
