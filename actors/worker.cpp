@@ -29,11 +29,15 @@ std::string make_worker_id() {
 }
 
 int run_worker(std::shared_ptr<const config::snapshot> config, const worker_options& opts) {
+  // A write to a closed pipe (`spool run 2>&1 | head -1`) fails with EPIPE
+  // instead of killing the worker; spdlog ignores the failed write. Stage
+  // programs start with default dispositions (the runner resets them).
+  std::signal(SIGPIPE, SIG_IGN);
   // Block the signals before any thread starts: CAF's threads and the
   // runner's inherit the mask, and one thread below waits for them.
   sigset_t sigs;
   sigemptyset(&sigs);
-  for (int s : {SIGINT, SIGTERM, SIGUSR1})
+  for (int s : {SIGINT, SIGTERM, SIGHUP, SIGUSR1})
     sigaddset(&sigs, s);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
@@ -64,6 +68,14 @@ int run_worker(std::shared_ptr<const config::snapshot> config, const worker_opti
         int sig = 0;
         if (sigwait(&sigs, &sig) != 0 || sig == SIGUSR1)
           return;
+        if (sig == SIGHUP) {
+          // A closed terminal or an operator asking for a reload: neither
+          // may stop the worker and orphan its stage programs.
+          spdlog::info("got {}: ignored; configuration reload on SIGHUP arrives with a "
+                       "later change",
+                       strsignal(sig));
+          continue;
+        }
         if (++received == 1) {
           spdlog::info("got {}: draining (send it again to exit at once)", strsignal(sig));
           caf::anon_send(sup, drain_atom::value);

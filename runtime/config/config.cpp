@@ -529,6 +529,23 @@ std::string check_argv(const json::value& v) {
   return {};
 }
 
+/// Each element an environment variable name: [A-Za-z_][A-Za-z0-9_]*.
+std::string check_env_names(const json::value& v) {
+  const auto& arr = v.get_array();
+  for (std::size_t i = 0; i < arr.size(); ++i) {
+    auto s = std::string_view(arr[i].get_string());
+    auto ok = !s.empty() && !(s[0] >= '0' && s[0] <= '9')
+              && std::all_of(s.begin(), s.end(), [](char c) {
+                   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+                          || (c >= '0' && c <= '9') || c == '_';
+                 });
+    if (!ok)
+      return "element " + std::to_string(i) + " must be a variable name "
+             "([A-Za-z_][A-Za-z0-9_]*), got " + value_text(arr[i]);
+  }
+  return {};
+}
+
 /// Top-level keys, in registry (and canonical) order.
 const std::vector<property<snapshot>>& root_properties() {
   static const std::vector<property<snapshot>> table{
@@ -906,7 +923,16 @@ const std::vector<property<stage_config>>& stage_properties() {
       .def("{}")
       .when("executor.kind", "command")
       .live()
-      .doc("Extra environment variables for the program."),
+      .doc("Variables set for the program, with these values; they win "
+           "over passed ones."),
+    field<&sc::executor, &ex::command, &command_config::pass_env>(
+      "executor.pass_env")
+      .def("[]")
+      .check(check_env_names, "variable names")
+      .when("executor.kind", "command")
+      .live()
+      .doc("Names of the worker's environment variables the program also "
+           "gets (e.g. an API key); a missing one is absent."),
     field<&sc::executor, &ex::command, &command_config::kill_grace_s>(
       "executor.kill_grace_s")
       .def("5")

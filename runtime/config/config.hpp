@@ -259,8 +259,13 @@ struct command_config {
   /// Program and arguments. Required, non-empty. A relative argv[0] is
   /// resolved by the runtime, not here.
   std::vector<std::string> argv;
-  /// Extra environment variables. Defaults to none.
+  /// Variables set for the program, with these values (they win over
+  /// passed ones). Defaults to none.
   std::map<std::string, std::string> env;
+  /// Names of the worker's environment variables the program also gets
+  /// (e.g. a provider's API key), beyond the base allow list; one the
+  /// worker lacks is simply absent. Defaults to none.
+  std::vector<std::string> pass_env;
   /// Time between TERM and KILL when the program must stop, in seconds.
   /// 0..3600. Defaults to 5.
   double kill_grace_s = 5;

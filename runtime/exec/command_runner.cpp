@@ -6,21 +6,30 @@
 #include <atomic>
 #include <cerrno>
 #include <csignal>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <mutex>
+#include <random>
+#include <set>
+#include <string_view>
 #include <system_error>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <spawn.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 extern char** environ;
@@ -138,10 +147,10 @@ bool is_executable_file(const std::string& path) {
          && ::access(path.c_str(), X_OK) == 0;
 }
 
-/// The path to exec for argv[0]; empty with `error` and `error_code` set
-/// when none.
-std::string resolve_program(const command_spec& spec, std::string& error,
-                            int& error_code) {
+/// The path to exec for argv[0], looked up in `path` (the child's PATH)
+/// when it has no '/'; empty with `error` and `error_code` set when none.
+std::string resolve_program(const command_spec& spec, const std::string& path,
+                            std::string& error, int& error_code) {
   const std::string& name = spec.argv.front();
   if (name.empty()) {
     error = "argv[0] is empty";
@@ -160,13 +169,6 @@ std::string resolve_program(const command_spec& spec, std::string& error,
     }
     return std::string{cwd} + '/' + name;
   }
-  std::string path;
-  if (auto i = spec.env.find("PATH"); i != spec.env.end())
-    path = i->second;
-  else if (const char* p = std::getenv("PATH"))
-    path = p;
-  else
-    path = "/usr/local/bin:/usr/bin:/bin";
   std::size_t pos = 0;
   for (;;) {
     std::size_t end = path.find(':', pos);
@@ -186,28 +188,287 @@ std::string resolve_program(const command_spec& spec, std::string& error,
   return {};
 }
 
-/// The inherited environment with `overrides` applied, as "K=V" strings.
-std::vector<std::string>
-make_environment(const std::map<std::string, std::string>& overrides) {
+/// Whether `name` is one of `patterns` (a pattern ending in '*' matches
+/// every name with that prefix).
+bool name_matches(std::string_view name, const std::vector<std::string>& patterns) {
+  for (const auto& p : patterns) {
+    if (!p.empty() && p.back() == '*') {
+      if (name.substr(0, p.size() - 1) == std::string_view{p}.substr(0, p.size() - 1))
+        return true;
+    } else if (name == p) {
+      return true;
+    }
+  }
+  return false;
+}
+
+/// The child's whole environment as "K=V" strings: the runner's variables
+/// that `spec.inherit_env` names, then `spec.env`, then the job token.
+std::vector<std::string> make_environment(const command_spec& spec,
+                                          const std::string& token_entry) {
   std::vector<std::string> out;
   for (char** e = environ; e && *e; ++e) {
     std::string_view kv{*e};
     auto eq = kv.find('=');
+    if (eq == std::string_view::npos)
+      continue;
     auto key = kv.substr(0, eq);
-    if (overrides.find(std::string{key}) == overrides.end())
-      out.emplace_back(kv);
+    if (key == job_token_variable || spec.env.count(std::string{key}) != 0
+        || !name_matches(key, spec.inherit_env))
+      continue;
+    out.emplace_back(kv);
   }
-  for (const auto& [k, v] : overrides)
-    out.push_back(k + '=' + v);
+  for (const auto& [k, v] : spec.env)
+    if (k != job_token_variable)
+      out.push_back(k + '=' + v);
+  out.push_back(token_entry);
   return out;
 }
 
+/// The value of PATH in an environment made by make_environment, or a
+/// default system path when it has none.
+std::string path_of(const std::vector<std::string>& env) {
+  for (const auto& kv : env)
+    if (kv.compare(0, 5, "PATH=") == 0)
+      return kv.substr(5);
+  return "/usr/local/bin:/usr/bin:/bin";
+}
+
+// -- finding a job's processes ------------------------------------------------
+
+/// What /proc/<pid>/stat says about a process that matters here.
+struct proc_stat {
+  char state = 0;
+  pid_t ppid = 0;
+  pid_t pgrp = 0;
+  unsigned long long flags = 0;
+  /// Clock ticks after boot; with the pid it names one process for good.
+  unsigned long long start_time = 0;
+
+  bool dead() const noexcept { return state == 'Z' || state == 'X'; }
+  bool kernel_thread() const noexcept { return (flags & 0x00200000) != 0; } // PF_KTHREAD
+};
+
+/// Reads a whole small file under /proc into `buf`; false when it cannot.
+bool read_proc_file(const char* path, std::string& buf, std::size_t cap) {
+  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return false;
+  buf.clear();
+  char chunk[4096];
+  for (;;) {
+    ssize_t n = ::read(fd, chunk, sizeof(chunk));
+    if (n > 0) {
+      buf.append(chunk, static_cast<std::size_t>(n));
+      if (buf.size() >= cap)
+        break;
+      continue;
+    }
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      ::close(fd);
+      return false;
+    }
+    break;
+  }
+  ::close(fd);
+  return true;
+}
+
+bool read_proc_stat(pid_t pid, proc_stat& out, std::string& buf) {
+  char path[64];
+  std::snprintf(path, sizeof(path), "/proc/%d/stat", static_cast<int>(pid));
+  if (!read_proc_file(path, buf, 4096))
+    return false;
+  // "pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt
+  // majflt cmajflt utime stime cutime cstime priority nice threads
+  // itrealvalue starttime ...": comm may hold anything, so start after ')'.
+  auto close = buf.rfind(')');
+  if (close == std::string::npos || close + 2 >= buf.size())
+    return false;
+  const char* p = buf.c_str() + close + 2;
+  out.state = *p++;
+  char* end = nullptr;
+  unsigned long long fields[20] = {};
+  for (int i = 0; i < 19; ++i) { // ppid (field 4) .. starttime (field 22)
+    fields[i] = std::strtoull(p, &end, 10); // tpgid may be -1: wraps, unused
+    if (end == p)
+      return false;
+    p = end;
+  }
+  out.ppid = static_cast<pid_t>(fields[0]);
+  out.pgrp = static_cast<pid_t>(fields[1]);
+  out.flags = fields[5];
+  out.start_time = fields[18];
+  return true;
+}
+
+/// Whether the environment block `env` ("K=V\0K=V\0...") holds `entry` as
+/// a whole entry or, with `prefix`, an entry that starts with it.
+bool environ_has(std::string_view env, std::string_view entry, bool prefix) {
+  for (auto pos = env.find(entry); pos != std::string_view::npos;
+       pos = env.find(entry, pos + 1)) {
+    bool starts = pos == 0 || env[pos - 1] == '\0';
+    auto after = pos + entry.size();
+    bool ends = prefix || after == env.size() || env[after] == '\0';
+    if (starts && ends)
+      return true;
+  }
+  return false;
+}
+
+/// Clock ticks since boot, the unit of proc_stat::start_time.
+unsigned long long boot_ticks_now() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_BOOTTIME, &ts);
+  using ull = unsigned long long;
+  static const ull hz = static_cast<ull>(std::max(::sysconf(_SC_CLK_TCK), 1L));
+  return static_cast<ull>(ts.tv_sec) * hz + static_cast<ull>(ts.tv_nsec) / (1'000'000'000ULL / hz);
+}
+
+/// A process found on a scan.
+struct proc_entry {
+  enum class mark {
+    group,  // in the process group
+    token,  // carries the token
+    zombie, // dead outside the group: its environment is gone, so only
+            // its parent can tell whose it was
+  };
+  pid_t pid = 0;
+  proc_stat st;
+  mark by = mark::token;
+};
+
+/// The processes other than this one that are in process group `pgid`
+/// (when > 0) or whose environment holds `entry` (see environ_has), and the
+/// dead ones outside the group (a dead process has no environment left; the
+/// caller tells by its parent whether it was one of them). Only processes
+/// started at or after `since` (boot ticks, less a second of slack) are
+/// considered: a job's processes cannot be older than the job.
+std::vector<proc_entry> find_processes(pid_t pgid, std::string_view entry,
+                                       bool prefix, unsigned long long since) {
+  std::vector<proc_entry> out;
+  DIR* dir = ::opendir("/proc");
+  if (!dir)
+    return out;
+  static const unsigned long long slack = std::max(::sysconf(_SC_CLK_TCK), 1L);
+  since = since > slack ? since - slack : 0;
+  pid_t self = ::getpid();
+  std::string buf;
+  char path[64];
+  while (dirent* d = ::readdir(dir)) {
+    if (d->d_name[0] < '1' || d->d_name[0] > '9')
+      continue;
+    char* end = nullptr;
+    long pid = std::strtol(d->d_name, &end, 10);
+    if (*end != '\0' || pid == self)
+      continue;
+    proc_entry e;
+    e.pid = static_cast<pid_t>(pid);
+    if (!read_proc_stat(e.pid, e.st, buf) || e.st.start_time < since)
+      continue;
+    if (pgid > 0 && e.st.pgrp == pgid) {
+      e.by = proc_entry::mark::group;
+      out.push_back(e);
+      continue;
+    }
+    if (e.st.dead()) {
+      e.by = proc_entry::mark::zombie;
+      out.push_back(e);
+      continue;
+    }
+    if (entry.empty() || e.st.kernel_thread())
+      continue;
+    std::snprintf(path, sizeof(path), "/proc/%ld/environ", pid);
+    // Another user's process refuses the read: it is not ours to stop. A
+    // process in the middle of execve() shows an empty environment for a
+    // moment (until the new image's is in place): look again a few times.
+    bool readable = read_proc_file(path, buf, 8u << 20);
+    for (int retry = 0; readable && buf.empty() && retry < 10; ++retry) {
+      std::this_thread::sleep_for(std::chrono::milliseconds{1});
+      readable = read_proc_file(path, buf, 8u << 20);
+    }
+    if (readable && environ_has(buf, entry, prefix))
+      out.push_back(e);
+  }
+  ::closedir(dir);
+  return out;
+}
+
+/// The zombie children of `parent`.
+std::vector<proc_entry> zombie_children_of(pid_t parent) {
+  std::vector<proc_entry> out;
+  DIR* dir = ::opendir("/proc");
+  if (!dir)
+    return out;
+  std::string buf;
+  while (dirent* d = ::readdir(dir)) {
+    if (d->d_name[0] < '1' || d->d_name[0] > '9')
+      continue;
+    char* end = nullptr;
+    long pid = std::strtol(d->d_name, &end, 10);
+    if (*end != '\0')
+      continue;
+    proc_entry e;
+    e.pid = static_cast<pid_t>(pid);
+    if (read_proc_stat(e.pid, e.st, buf) && e.st.ppid == parent && e.st.dead())
+      out.push_back(e);
+  }
+  ::closedir(dir);
+  return out;
+}
+
+/// Reaps `pid` if it is a zombie child of this process; true when reaped.
+bool reap_zombie(pid_t pid) noexcept {
+  int status = 0;
+  return ::waitpid(pid, &status, WNOHANG) == pid;
+}
+
+// -- runner-wide state --------------------------------------------------------
+
+/// What every runner of this process shares: the pids of their own
+/// children (so the orphan sweep of one never reaps another's) and how many
+/// of them asked for this process to be a subreaper.
+struct process_registry {
+  std::mutex mtx;
+  std::unordered_set<pid_t> children;
+  int subreaper_users = 0;
+
+  static process_registry& get() {
+    static process_registry instance;
+    return instance;
+  }
+
+  bool is_runner_child(pid_t pid) {
+    std::lock_guard guard{mtx};
+    return children.count(pid) != 0;
+  }
+};
+
+/// A token prefix no other runner (of this process or any other) uses.
+std::string make_runner_nonce() {
+  static std::atomic<unsigned> counter{0};
+  std::random_device rd;
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%d-%08x%08x-%u", static_cast<int>(::getpid()), rd(),
+                rd(), counter++);
+  return buf;
+}
+
 } // namespace
+
+const std::vector<std::string>& base_environment_names() {
+  static const std::vector<std::string> names{
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "LC_*", "TZ", "TMPDIR"};
+  return names;
+}
 
 // -- state --------------------------------------------------------------------
 
 struct command_runner::impl {
   using ending = command_result::ending;
+  using proc_key = std::pair<pid_t, unsigned long long>; // pid, start time
 
   struct child {
     id which = 0;
@@ -226,7 +487,20 @@ struct command_runner::impl {
     clock::time_point kill_at = clock::time_point::max();
     milliseconds grace{0};
     bool stopping = false; // timed out or cancelled: result.how is set
+    /// The program exited: it stays an unreaped zombie (so its process
+    /// group id cannot be reused) while the rest of the job is killed.
     bool exited = false;
+    /// Someone else reaped the program: its pid and group may be reused, so
+    /// only the token finds the job's processes.
+    bool lost = false;
+    clock::time_point drain_deadline = clock::time_point::max();
+    /// "SPOOL_JOB_TOKEN=<token>" as it appears in the job's environments.
+    std::string token_entry;
+    /// Boot ticks when the program was spawned.
+    unsigned long long start_ticks = 0;
+    /// Processes found by the token, remembered so that their zombies (which
+    /// have no environment left) are still known as the job's.
+    std::set<proc_key> marked;
     std::function<void(command_result)> on_done;
 
     ~child() {
@@ -243,16 +517,39 @@ struct command_runner::impl {
     std::function<void(command_result)> on_done;
   };
 
-  explicit impl(command_runner_options opts) : options(opts) {
+  explicit impl(command_runner_options opts)
+    : options(std::move(opts)), nonce(make_runner_nonce()) {
     wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (wake_fd < 0)
       throw std::system_error(errno, std::generic_category(),
                               "command_runner: eventfd");
     use_pidfd = options.use_pidfd;
+    start_ticks = boot_ticks_now();
+    if (options.adopt_orphans) {
+      auto& reg = process_registry::get();
+      std::lock_guard guard{reg.mtx};
+      if (reg.subreaper_users > 0
+          || ::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0) {
+        ++reg.subreaper_users;
+        adopting = true;
+      } else {
+        spdlog::warn("command runner: cannot become a child subreaper ({}); "
+                     "a stage program's descendants that leave their process "
+                     "group are still killed through their job token but "
+                     "reaped by init",
+                     errno_text(errno));
+      }
+    }
   }
 
   ~impl() {
     close_fd(wake_fd);
+    if (adopting) {
+      auto& reg = process_registry::get();
+      std::lock_guard guard{reg.mtx};
+      if (--reg.subreaper_users == 0)
+        ::prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
+    }
   }
 
   void wake() noexcept {
@@ -264,17 +561,32 @@ struct command_runner::impl {
   // -- runner thread ----------------------------------------------------------
 
   void run();
+  bool round();
+  void hook(loop_point where) {
+    if (options.loop_hook)
+      options.loop_hook(where);
+  }
+  void take_in(pending_start p);
   std::unique_ptr<child> spawn(pending_start& p);
+  std::size_t signal_job(child& c, int sig);
   void begin_stop(child& c, ending why, clock::time_point now);
   void on_timers(child& c, clock::time_point now);
   void write_stdin(child& c);
   bool read_pipe(child& c, int& fd, bool is_stdout, int max_reads);
-  bool check_exit(child& c);
+  bool check_exit(child& c, clock::time_point now);
+  bool drain(child& c, clock::time_point now);
+  void reap_program(child& c);
   void finish(child& c);
+  void complete(id which);
+  void sweep_orphans();
   void deliver(std::function<void(command_result)>& on_done,
                command_result result);
 
   command_runner_options options;
+  /// Prefix of this runner's job tokens: "<pid>-<random>-<n>".
+  std::string nonce;
+  unsigned long long start_ticks = 0;
+  bool adopting = false; // this runner counts in subreaper_users
   int wake_fd = -1;
   std::atomic<id> next_id{1};
   std::atomic<std::size_t> running{0};
@@ -285,9 +597,17 @@ struct command_runner::impl {
   bool stopping = false;             // guarded by mtx
   std::unordered_set<pid_t> groups;  // guarded by mtx: live process groups
 
-  // Owned by the runner thread.
+  // Owned by the runner thread. Everything a round works on lives here, so
+  // that a round cut short by an exception loses nothing.
   bool use_pidfd = true;
+  std::deque<pending_start> intake;
+  std::deque<id> cancel_intake;
+  bool shutting_down = false;
   std::unordered_map<id, std::unique_ptr<child>> children;
+  clock::time_point next_sweep = clock::time_point::min();
+  /// Unknown zombie children seen by the last orphan sweep.
+  std::set<proc_key> zombies_seen;
+  std::vector<pollfd> fds;
 
   std::thread thread;
 };
@@ -319,9 +639,12 @@ command_runner::impl::spawn(pending_start& p) {
 
   if (spec.argv.empty())
     return fail("argv is empty", EINVAL);
+  c->token_entry = std::string{job_token_variable} + '=' + nonce + '.'
+                   + std::to_string(p.which);
+  auto env = make_environment(spec, c->token_entry);
   std::string error;
   int error_code = 0;
-  std::string program = resolve_program(spec, error, error_code);
+  std::string program = resolve_program(spec, path_of(env), error, error_code);
   if (program.empty())
     return fail(std::move(error), error_code);
   if (!spec.cwd.empty()) {
@@ -377,7 +700,6 @@ command_runner::impl::spawn(pending_start& p) {
   for (auto& a : spec.argv)
     argv.push_back(a.data());
   argv.push_back(nullptr);
-  auto env = make_environment(spec.env);
   std::vector<char*> envp;
   envp.reserve(env.size() + 1);
   for (auto& e : env)
@@ -385,6 +707,7 @@ command_runner::impl::spawn(pending_start& p) {
   envp.push_back(nullptr);
 
   pid_t pid = -1;
+  c->start_ticks = boot_ticks_now();
   int rc = ::posix_spawn(&pid, program.c_str(), &setup.actions, &setup.attr,
                          argv.data(), envp.data());
   c->started = clock::now();
@@ -401,6 +724,11 @@ command_runner::impl::spawn(pending_start& p) {
 
   c->pid = pid;
   c->result.pid = pid;
+  {
+    auto& reg = process_registry::get();
+    std::lock_guard guard{reg.mtx};
+    reg.children.insert(pid);
+  }
   c->in_fd = in[1];
   c->out_fd = out[0];
   c->err_fd = err[0];
@@ -427,6 +755,66 @@ command_runner::impl::spawn(pending_start& p) {
   return c;
 }
 
+/// Sends `sig` to the job's process group and to every process outside it
+/// that carries the job's token; reaps the job's zombies that are children
+/// of this process (adopted ones). Returns how many of the job's processes,
+/// the program itself aside, are not gone yet: alive, or dead with a parent
+/// of the job that is itself about to hand them to us.
+std::size_t command_runner::impl::signal_job(child& c, int sig) {
+  using mark = proc_entry::mark;
+  if (!c.lost)
+    ::kill(-c.pid, sig); // the whole group at once
+  pid_t self = ::getpid();
+  auto found = find_processes(c.lost ? 0 : c.pid, c.token_entry, false,
+                              c.start_ticks);
+  // The job: its group, its token's carriers and what was marked before
+  // (found again by its stat: once dead, a process has no environment).
+  std::unordered_set<pid_t> job;
+  for (const auto& p : found)
+    if (p.by != mark::zombie)
+      job.insert(p.pid);
+  std::string buf;
+  for (auto i = c.marked.begin(); i != c.marked.end();) {
+    proc_stat st;
+    if (!read_proc_stat(i->first, st, buf) || st.start_time != i->second) {
+      i = c.marked.erase(i); // gone
+      continue;
+    }
+    job.insert(i->first);
+    if (!st.dead())
+      if (auto f = std::find_if(found.begin(), found.end(),
+                                [&](const proc_entry& e) { return e.pid == i->first; });
+          f == found.end())
+        found.push_back({i->first, st, mark::token}); // lost its token: still ours
+    ++i;
+  }
+  // A zombie outside the group is the job's when its parent is (zombies
+  // have no children, so one step finds them all).
+  for (const auto& p : found)
+    if (p.by == mark::zombie && job.count(p.st.ppid) != 0)
+      job.insert(p.pid);
+
+  std::size_t pending = 0;
+  for (const auto& p : found) {
+    if (p.pid == c.pid || job.count(p.pid) == 0)
+      continue; // the program (signalled with its group, reaped by us), or
+                // a zombie of someone else's
+    if (p.by != mark::group)
+      c.marked.insert({p.pid, p.st.start_time});
+    if (!p.st.dead()) {
+      ++pending;
+      if (p.by != mark::group)
+        ::kill(p.pid, sig);
+    } else if (p.st.ppid == self) {
+      if (reap_zombie(p.pid))
+        c.marked.erase({p.pid, p.st.start_time});
+    } else if (job.count(p.st.ppid) != 0) {
+      ++pending; // its parent, also the job's, dies and passes it on
+    }
+  }
+  return pending;
+}
+
 void command_runner::impl::begin_stop(child& c, ending why,
                                       clock::time_point now) {
   if (c.stopping || c.exited)
@@ -435,10 +823,10 @@ void command_runner::impl::begin_stop(child& c, ending why,
   c.result.how = why;
   c.deadline = clock::time_point::max();
   if (c.grace <= milliseconds{0}) {
-    ::kill(-c.pid, SIGKILL);
+    signal_job(c, SIGKILL);
     return;
   }
-  ::kill(-c.pid, SIGTERM);
+  signal_job(c, SIGTERM);
   c.kill_at = now + c.grace;
 }
 
@@ -448,7 +836,7 @@ void command_runner::impl::on_timers(child& c, clock::time_point now) {
   if (now >= c.deadline)
     begin_stop(c, ending::timed_out, now);
   if (now >= c.kill_at) {
-    ::kill(-c.pid, SIGKILL);
+    signal_job(c, SIGKILL);
     c.kill_at = clock::time_point::max();
   }
 }
@@ -499,8 +887,10 @@ bool command_runner::impl::read_pipe(child& c, int& fd, bool is_stdout,
   return fd >= 0;
 }
 
-/// True once the child has exited; it is then reaped and `c.exited` set.
-bool command_runner::impl::check_exit(child& c) {
+/// True once the program has exited. It is left unreaped (a zombie keeps
+/// its process group id from being reused) until drain() has killed the
+/// rest of its job.
+bool command_runner::impl::check_exit(child& c, clock::time_point now) {
   siginfo_t info;
   std::memset(&info, 0, sizeof(info));
   int r = ::waitid(P_PID, static_cast<id_t>(c.pid), &info,
@@ -509,21 +899,41 @@ bool command_runner::impl::check_exit(child& c) {
     return false; // still running
   if (r != 0 && errno == EINTR)
     return false;
-  c.exited = true;
   if (r != 0) {
     // ECHILD: someone else reaped it (SIGCHLD ignored, waitpid(-1) elsewhere).
-    // The pid may be reused already: signal nothing.
+    // The pid may be reused already: only the token is safe to use.
     spdlog::warn("command runner: pid {} was reaped elsewhere: {}", c.pid,
                  errno_text(errno));
-    return true;
+    c.lost = true;
   }
-  // The leader is a zombie, so its group id cannot be reused yet: kill what
-  // it left behind, then reap it.
-  ::kill(-c.pid, SIGKILL);
+  c.exited = true;
+  c.kill_at = clock::time_point::max();
+  c.drain_deadline = now + options.drain_limit;
+  close_fd(c.pidfd); // readable for good now: stop polling it
+  return true;
+}
+
+/// Kills what is left of an exited program's job; true once nothing of it
+/// is alive (or drain_limit has passed).
+bool command_runner::impl::drain(child& c, clock::time_point now) {
+  auto alive = signal_job(c, SIGKILL);
+  if (alive == 0)
+    return true;
+  if (now < c.drain_deadline)
+    return false;
+  spdlog::warn("command runner: {} process(es) of the job of pid {} still "
+               "alive {} ms after SIGKILL; reporting the job anyway",
+               alive, c.pid, options.drain_limit.count());
+  return true;
+}
+
+void command_runner::impl::reap_program(child& c) {
+  if (c.lost)
+    return;
   int status = 0;
   pid_t w;
   do
-    w = ::waitpid(c.pid, &status, 0);
+    w = ::waitpid(c.pid, &status, 0); // a zombie already: does not block
   while (w < 0 && errno == EINTR);
   if (w == c.pid) {
     if (WIFEXITED(status)) {
@@ -534,7 +944,6 @@ bool command_runner::impl::check_exit(child& c) {
         c.result.how = ending::signaled;
     }
   }
-  return true;
 }
 
 void command_runner::impl::finish(child& c) {
@@ -551,6 +960,84 @@ void command_runner::impl::finish(child& c) {
   close_fd(c.pidfd);
 }
 
+/// Reaps, reports and forgets a drained child.
+void command_runner::impl::complete(id which) {
+  auto i = children.find(which);
+  if (i == children.end())
+    return;
+  auto c = std::move(i->second);
+  children.erase(i);
+  try {
+    reap_program(*c);
+    {
+      std::lock_guard guard{mtx};
+      groups.erase(c->pid);
+    }
+    {
+      auto& reg = process_registry::get();
+      std::lock_guard guard{reg.mtx};
+      reg.children.erase(c->pid);
+    }
+    finish(*c);
+  } catch (const std::exception& e) {
+    spdlog::error("command runner: finishing pid {}: {}", c->pid, e.what());
+  }
+  deliver(c->on_done, std::move(c->result));
+}
+
+/// Reaps adopted processes that exited by themselves: zombie children of
+/// this process that no runner started and that stayed zombies since the
+/// previous sweep (other code gets that long to reap its own children).
+void command_runner::impl::sweep_orphans() {
+  siginfo_t info;
+  std::memset(&info, 0, sizeof(info));
+  if (::waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT) != 0
+      || info.si_pid == 0) {
+    zombies_seen.clear(); // no exited child at all: the common case
+    return;
+  }
+  pid_t self = ::getpid();
+  std::set<proc_key> seen;
+  auto& reg = process_registry::get();
+  for (const auto& p : zombie_children_of(self)) {
+    if (reg.is_runner_child(p.pid))
+      continue;
+    proc_key key{p.pid, p.st.start_time};
+    if (zombies_seen.count(key) != 0) {
+      if (reap_zombie(p.pid))
+        spdlog::debug("command runner: reaped adopted process {}", p.pid);
+    } else {
+      seen.insert(key);
+    }
+  }
+  zombies_seen.swap(seen);
+}
+
+void command_runner::impl::take_in(pending_start p) {
+  std::unique_ptr<child> c;
+  try {
+    c = spawn(p);
+  } catch (const std::exception& e) {
+    command_result r;
+    r.error = std::string{"spawning: "} + e.what();
+    r.error_code = ENOMEM;
+    deliver(p.on_done, std::move(r));
+    return;
+  }
+  if (c->pid < 0) {
+    deliver(p.on_done, std::move(c->result));
+    return;
+  }
+  c->on_done = std::move(p.on_done);
+  write_stdin(*c);
+  {
+    std::lock_guard guard{mtx};
+    groups.insert(c->pid);
+  }
+  auto which = c->which;
+  children.emplace(which, std::move(c));
+}
+
 void command_runner::impl::run() {
   // Writes to a closed stdin raise SIGPIPE on this thread; keep it pending
   // (then consume it) instead of letting it kill the process.
@@ -559,167 +1046,180 @@ void command_runner::impl::run() {
   sigaddset(&pipe_set, SIGPIPE);
   pthread_sigmask(SIG_BLOCK, &pipe_set, nullptr);
 
-  enum class fd_role { in, out, err, pid };
-  std::vector<pollfd> fds;
-  std::vector<std::pair<child*, fd_role>> owners;
-  std::vector<id> done;
-  bool shutting_down = false;
-
+  int failures = 0;
   for (;;) {
-    // -- intake ---------------------------------------------------------------
-    std::vector<pending_start> new_starts;
-    std::vector<id> new_cancels;
-    bool stop;
-    {
-      std::lock_guard guard{mtx};
-      new_starts.swap(starts);
-      new_cancels.swap(cancels);
-      stop = stopping;
+    try {
+      if (!round())
+        break;
+      failures = 0;
+      continue;
+    } catch (const std::exception& e) {
+      spdlog::error("command runner: a round of the loop failed, going on "
+                    "with {} command(s): {}",
+                    children.size(), e.what());
+    } catch (...) {
+      spdlog::error("command runner: a round of the loop failed with a "
+                    "non-exception, going on with {} command(s)",
+                    children.size());
     }
-    auto now = clock::now();
-    for (auto& p : new_starts) {
-      if (stop) {
-        command_result r;
-        r.how = ending::cancelled;
-        deliver(p.on_done, std::move(r));
-        continue;
-      }
-      std::unique_ptr<child> c;
-      try {
-        c = spawn(p);
-      } catch (const std::exception& e) {
-        command_result r;
-        r.error = std::string{"spawning: "} + e.what();
-        r.error_code = ENOMEM;
-        deliver(p.on_done, std::move(r));
-        continue;
-      }
-      if (c->pid < 0) {
-        deliver(p.on_done, std::move(c->result));
-        continue;
-      }
-      c->on_done = std::move(p.on_done);
-      write_stdin(*c);
-      {
-        std::lock_guard guard{mtx};
-        groups.insert(c->pid);
-      }
-      auto which = c->which;
-      children.emplace(which, std::move(c));
-    }
-    now = clock::now();
-    for (auto which : new_cancels)
-      if (auto i = children.find(which); i != children.end())
-        begin_stop(*i->second, ending::cancelled, now);
-    if (stop && !shutting_down) {
-      shutting_down = true;
-      for (auto& [_, c] : children)
-        begin_stop(*c, ending::cancelled, now);
-    }
-    if (shutting_down && children.empty()) {
-      std::lock_guard guard{mtx};
-      if (starts.empty())
-        break; // on_done callbacks started nothing new
+    // Everything a round works on is kept; a failure that repeats must not
+    // spin: back off 1 ms, doubling up to 1 s.
+    ++failures;
+    std::this_thread::sleep_for(
+      milliseconds{std::min(1000, 1 << std::min(failures - 1, 10))});
+  }
+}
+
+/// One round of the loop: intake, poll, events, timers, completions.
+/// False once the runner has shut down and nothing is left.
+bool command_runner::impl::round() {
+  // -- intake -----------------------------------------------------------------
+  hook(loop_point::intake);
+  bool stop;
+  {
+    std::lock_guard guard{mtx};
+    for (auto& p : starts)
+      intake.push_back(std::move(p));
+    starts.clear();
+    cancel_intake.insert(cancel_intake.end(), cancels.begin(), cancels.end());
+    cancels.clear();
+    stop = stopping;
+  }
+  while (!intake.empty()) {
+    auto p = std::move(intake.front());
+    intake.pop_front();
+    if (stop) {
+      command_result r;
+      r.how = ending::cancelled;
+      deliver(p.on_done, std::move(r));
       continue;
     }
+    take_in(std::move(p));
+  }
+  auto now = clock::now();
+  while (!cancel_intake.empty()) {
+    if (auto i = children.find(cancel_intake.front()); i != children.end())
+      begin_stop(*i->second, ending::cancelled, now);
+    cancel_intake.pop_front();
+  }
+  if (stop && !shutting_down) {
+    shutting_down = true;
+    for (auto& [_, c] : children)
+      begin_stop(*c, ending::cancelled, now);
+  }
+  if (shutting_down && children.empty()) {
+    std::lock_guard guard{mtx};
+    return !starts.empty(); // on_done callbacks may have started more
+  }
 
-    // -- poll -----------------------------------------------------------------
-    fds.clear();
-    owners.clear();
-    fds.push_back({wake_fd, POLLIN, 0});
-    owners.emplace_back(nullptr, fd_role::pid);
-    auto next_timer = clock::time_point::max();
-    bool need_exit_poll = false;
-    for (auto& [_, cp] : children) {
-      child& c = *cp;
-      if (c.in_fd >= 0) {
-        fds.push_back({c.in_fd, POLLOUT, 0});
-        owners.emplace_back(&c, fd_role::in);
-      }
-      if (c.out_fd >= 0) {
-        fds.push_back({c.out_fd, POLLIN, 0});
-        owners.emplace_back(&c, fd_role::out);
-      }
-      if (c.err_fd >= 0) {
-        fds.push_back({c.err_fd, POLLIN, 0});
-        owners.emplace_back(&c, fd_role::err);
-      }
-      if (c.pidfd >= 0) {
-        fds.push_back({c.pidfd, POLLIN, 0});
-        owners.emplace_back(&c, fd_role::pid);
-      } else {
-        need_exit_poll = true;
-      }
-      next_timer = std::min({next_timer, c.deadline, c.kill_at});
+  // -- poll -------------------------------------------------------------------
+  enum class fd_role { in, out, err, pid };
+  std::vector<std::pair<id, fd_role>> owners;
+  fds.clear();
+  fds.push_back({wake_fd, POLLIN, 0});
+  owners.emplace_back(0, fd_role::pid);
+  auto next_timer = clock::time_point::max();
+  bool need_exit_poll = false;
+  constexpr milliseconds drain_tick{20};
+  for (auto& [which, cp] : children) {
+    child& c = *cp;
+    if (c.in_fd >= 0) {
+      fds.push_back({c.in_fd, POLLOUT, 0});
+      owners.emplace_back(which, fd_role::in);
     }
-    int timeout_ms = -1;
-    if (next_timer != clock::time_point::max()) {
-      auto left = next_timer - clock::now();
-      // Round up so that we never wake just before a deadline and spin.
-      auto ms = std::chrono::ceil<milliseconds>(left).count();
-      timeout_ms = static_cast<int>(std::clamp<long long>(ms, 0, 60'000));
+    if (c.out_fd >= 0) {
+      fds.push_back({c.out_fd, POLLIN, 0});
+      owners.emplace_back(which, fd_role::out);
     }
-    if (need_exit_poll) {
-      auto interval = static_cast<int>(options.exit_poll_interval.count());
-      interval = std::max(interval, 1);
-      timeout_ms = timeout_ms < 0 ? interval : std::min(timeout_ms, interval);
+    if (c.err_fd >= 0) {
+      fds.push_back({c.err_fd, POLLIN, 0});
+      owners.emplace_back(which, fd_role::err);
     }
-    int n = ::poll(fds.data(), fds.size(), timeout_ms);
-    if (n < 0 && errno != EINTR) {
-      spdlog::error("command runner: poll: {}", errno_text(errno));
-      std::this_thread::sleep_for(milliseconds{10});
+    if (c.exited) {
+      next_timer = std::min(next_timer, now + drain_tick);
+      continue;
     }
+    if (c.pidfd >= 0) {
+      fds.push_back({c.pidfd, POLLIN, 0});
+      owners.emplace_back(which, fd_role::pid);
+    } else {
+      need_exit_poll = true;
+    }
+    next_timer = std::min({next_timer, c.deadline, c.kill_at});
+  }
+  if (adopting)
+    next_timer = std::min(next_timer, next_sweep);
+  int timeout_ms = -1;
+  if (next_timer != clock::time_point::max()) {
+    auto left = next_timer - clock::now();
+    // Round up so that we never wake just before a deadline and spin.
+    auto ms = std::chrono::ceil<milliseconds>(left).count();
+    timeout_ms = static_cast<int>(std::clamp<long long>(ms, 0, 60'000));
+  }
+  if (need_exit_poll) {
+    auto interval = static_cast<int>(options.exit_poll_interval.count());
+    interval = std::max(interval, 1);
+    timeout_ms = timeout_ms < 0 ? interval : std::min(timeout_ms, interval);
+  }
+  int n = ::poll(fds.data(), fds.size(), timeout_ms);
+  if (n < 0 && errno != EINTR) {
+    spdlog::error("command runner: poll: {}", errno_text(errno));
+    std::this_thread::sleep_for(milliseconds{10});
+  }
 
-    // -- events ---------------------------------------------------------------
-    done.clear();
-    for (std::size_t i = 0; n > 0 && i < fds.size(); ++i) {
-      if (fds[i].revents == 0)
-        continue;
-      auto [c, role] = owners[i];
-      if (!c) {
-        uint64_t count;
-        [[maybe_unused]] auto r = ::read(wake_fd, &count, sizeof(count));
-        continue;
-      }
-      switch (role) {
-        case fd_role::in:
-          write_stdin(*c);
-          break;
-        case fd_role::out:
-          read_pipe(*c, c->out_fd, true, reads_per_round);
-          break;
-        case fd_role::err:
-          read_pipe(*c, c->err_fd, false, reads_per_round);
-          break;
-        case fd_role::pid:
-          if (!c->exited && check_exit(*c))
-            done.push_back(c->which);
-          break;
-      }
+  // -- events -----------------------------------------------------------------
+  hook(loop_point::events);
+  now = clock::now();
+  for (std::size_t i = 0; n > 0 && i < fds.size(); ++i) {
+    if (fds[i].revents == 0)
+      continue;
+    auto [which, role] = owners[i];
+    if (which == 0) {
+      uint64_t count;
+      [[maybe_unused]] auto r = ::read(wake_fd, &count, sizeof(count));
+      continue;
     }
-    now = clock::now();
-    for (auto& [which, cp] : children) {
-      child& c = *cp;
-      if (!c.exited && c.pidfd < 0 && check_exit(c))
-        done.push_back(which);
-      on_timers(c, now);
-    }
-
-    // -- completions ----------------------------------------------------------
-    for (auto which : done) {
-      auto i = children.find(which);
-      if (i == children.end())
-        continue;
-      auto c = std::move(i->second);
-      children.erase(i);
-      {
-        std::lock_guard guard{mtx};
-        groups.erase(c->pid);
-      }
-      finish(*c);
-      deliver(c->on_done, std::move(c->result));
+    auto it = children.find(which);
+    if (it == children.end())
+      continue;
+    child& c = *it->second;
+    switch (role) {
+      case fd_role::in:
+        write_stdin(c);
+        break;
+      case fd_role::out:
+        read_pipe(c, c.out_fd, true, reads_per_round);
+        break;
+      case fd_role::err:
+        read_pipe(c, c.err_fd, false, reads_per_round);
+        break;
+      case fd_role::pid:
+        if (!c.exited)
+          check_exit(c, now);
+        break;
     }
   }
+  now = clock::now();
+  for (auto& [which, cp] : children) {
+    child& c = *cp;
+    if (!c.exited && c.pidfd < 0)
+      check_exit(c, now);
+    on_timers(c, now);
+  }
+
+  // -- completions ------------------------------------------------------------
+  hook(loop_point::completions);
+  std::vector<id> drained;
+  for (auto& [which, cp] : children)
+    if (cp->exited && drain(*cp, now))
+      drained.push_back(which);
+  for (auto which : drained)
+    complete(which);
+  if (adopting && now >= next_sweep) {
+    next_sweep = now + std::max(options.orphan_sweep_interval, milliseconds{1});
+    sweep_orphans();
+  }
+  return true;
 }
 
 // -- public API ---------------------------------------------------------------
@@ -728,7 +1228,7 @@ command_runner::command_runner() : command_runner(command_runner_options{}) {
 }
 
 command_runner::command_runner(command_runner_options options)
-  : impl_(std::make_unique<impl>(options)) {
+  : impl_(std::make_unique<impl>(std::move(options))) {
   impl_->thread = std::thread([this] { impl_->run(); });
 }
 
@@ -763,9 +1263,16 @@ void command_runner::cancel(id which) {
 }
 
 void command_runner::kill_all_now() noexcept {
-  std::lock_guard guard{impl_->mtx};
-  for (auto pgid : impl_->groups)
-    ::kill(-pgid, SIGKILL);
+  try {
+    std::lock_guard guard{impl_->mtx};
+    for (auto pgid : impl_->groups)
+      ::kill(-pgid, SIGKILL);
+    std::string prefix = std::string{job_token_variable} + '=' + impl_->nonce + '.';
+    for (const auto& p : find_processes(0, prefix, true, impl_->start_ticks))
+      ::kill(p.pid, SIGKILL);
+  } catch (...) {
+    // Out of memory while scanning: the groups at least are gone.
+  }
 }
 
 std::size_t command_runner::running() const {

@@ -47,6 +47,10 @@ command_spec command_spec_of(const config::command_config& c, std::string stdin_
     if (fs::exists(in_home))
       spec.argv[0] = in_home.string();
   }
+  // Only the base allow list and what the stage names reach the program:
+  // never the worker's database URL, PG* settings or other secrets.
+  spec.inherit_env = base_environment_names();
+  spec.inherit_env.insert(spec.inherit_env.end(), c.pass_env.begin(), c.pass_env.end());
   spec.env = c.env;
   spec.stdin_data = std::move(stdin_data);
   // The supervisor enforces the timeout (and cancels through the runner);

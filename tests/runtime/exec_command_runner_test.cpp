@@ -1,17 +1,22 @@
 // The command runner with real processes: capture, timeouts, process groups,
-// cancel, concurrency, large pipes and reaping.
+// escaped descendants, the environment, cancel, concurrency, large pipes,
+// reaping and the loop's own failures.
 
 #include "runtime/exec/command_runner.hpp"
 
 #include <catch2/catch.hpp>
 
+#include <array>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <map>
 #include <memory>
+#include <random>
 #include <set>
 #include <sstream>
 #include <string>
@@ -20,6 +25,7 @@
 
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 using namespace std::chrono_literals;
@@ -27,6 +33,7 @@ using spool::exec::command_result;
 using spool::exec::command_runner;
 using spool::exec::command_runner_options;
 using spool::exec::command_spec;
+using spool::exec::loop_point;
 using ending = command_result::ending;
 
 namespace {
@@ -86,6 +93,18 @@ std::vector<int> zombie_children() {
   return out;
 }
 
+/// "pid (comm)" of each zombie child, for failure messages.
+std::string describe_zombies() {
+  std::string out;
+  for (int pid : zombie_children()) {
+    std::ifstream in{"/proc/" + std::to_string(pid) + "/stat"};
+    std::string stat;
+    std::getline(in, stat);
+    out += stat.substr(0, stat.find(')') + 1) + "\n";
+  }
+  return out;
+}
+
 /// How many file descriptors this process has open.
 std::size_t open_fds() {
   auto fds = std::filesystem::directory_iterator("/proc/self/fd");
@@ -103,6 +122,93 @@ bool group_gone(int pgid) {
       return false;
     std::this_thread::sleep_for(20ms);
   }
+}
+
+/// Waits up to 15 s for `done()`; true once it holds.
+template <class F>
+bool eventually(F done) {
+  auto deadline = std::chrono::steady_clock::now() + 15s;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > deadline)
+      return false;
+    std::this_thread::sleep_for(20ms);
+  }
+  return true;
+}
+
+/// True when no process exists with that pid: not alive, not a zombie.
+bool gone(int pid) {
+  return ::kill(pid, 0) == -1 && errno == ESRCH;
+}
+
+/// True when the process is gone or a zombie.
+bool dead(int pid) {
+  std::ifstream in{"/proc/" + std::to_string(pid) + "/stat"};
+  std::string stat;
+  if (!std::getline(in, stat))
+    return true;
+  auto close = stat.rfind(')');
+  return close != std::string::npos && close + 2 < stat.size()
+         && (stat[close + 2] == 'Z' || stat[close + 2] == 'X');
+}
+
+/// Pids of live processes whose environment holds the entry `kv`.
+std::vector<int> processes_with_env(const std::string& kv) {
+  std::vector<int> out;
+  for (auto& entry : std::filesystem::directory_iterator("/proc")) {
+    auto name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos)
+      continue;
+    std::ifstream in{entry.path() / "environ", std::ios::binary};
+    std::string env{std::istreambuf_iterator<char>{in}, {}};
+    for (std::size_t pos = 0; pos < env.size();) {
+      auto end = env.find('\0', pos);
+      if (end == std::string::npos)
+        end = env.size();
+      if (env.compare(pos, end - pos, kv) == 0) {
+        out.push_back(std::stoi(name));
+        break;
+      }
+      pos = end + 1;
+    }
+  }
+  return out;
+}
+
+/// A unique temporary path (not created).
+std::string temp_path(const std::string& what) {
+  static std::atomic<int> n{0};
+  return (std::filesystem::temp_directory_path()
+          / ("spool-runner-" + what + "-" + std::to_string(::getpid()) + "-"
+             + std::to_string(n++)))
+    .string();
+}
+
+/// Reads the pid a program wrote to `path`, waiting for it to appear.
+int read_pid_file(const std::string& path) {
+  int pid = 0;
+  eventually([&] {
+    std::ifstream in{path};
+    return static_cast<bool>(in >> pid) && pid > 0;
+  });
+  return pid;
+}
+
+/// A shell line that starts `sleep 1000` in a new session (out of the
+/// program's process group) and waits until it wrote its pid to `pid_file`.
+/// With `double_fork` its parent exits at once, so it is an orphan from the
+/// start.
+std::string escape_line(const std::string& pid_file, bool double_fork) {
+  std::string start = "setsid sh -c 'echo $$ > " + pid_file + ".tmp; mv " + pid_file
+                      + ".tmp " + pid_file + "; exec sleep 1000'";
+  start = double_fork ? "( " + start + " & )\n" : start + " &\n";
+  return start + "while [ ! -s " + pid_file + " ]; do sleep 0.01; done; ";
+}
+
+/// A marker the test puts in a command's environment to find its processes.
+std::pair<std::string, std::string> marker() {
+  static std::atomic<int> n{0};
+  return {"SPOOL_TEST_MARK", std::to_string(::getpid()) + "-" + std::to_string(n++)};
 }
 
 } // namespace
@@ -456,4 +562,218 @@ TEST_CASE("runners start and stop repeatedly without leaks",
   }
   CHECK(zombie_children().empty());
   CHECK(open_fds() == fds_before);
+}
+
+// -- escaped descendants ------------------------------------------------------
+
+TEST_CASE("a descendant that left the process group dies with its job",
+          "[exec][command_runner]") {
+  command_runner runner;
+  auto pid_file = temp_path("escapee");
+  auto mark = marker();
+  bool double_fork = GENERATE(false, true);
+  INFO((double_fork ? "double fork + setsid" : "setsid"));
+  command_result r;
+  SECTION("at the timeout") {
+    // TERM is ignored, so only the timeout's KILL (after 2 s + 1 s) can
+    // stop the program before the escapee exists.
+    auto spec = sh("trap '' TERM; " + escape_line(pid_file, double_fork) + "sleep 1000", 2s);
+    spec.kill_grace = 1s;
+    spec.env.insert(mark);
+    r = run(runner, std::move(spec));
+    CHECK(r.how == ending::timed_out);
+  }
+  SECTION("at cancel") {
+    auto spec = sh(escape_line(pid_file, double_fork) + "sleep 1000");
+    spec.kill_grace = 1s;
+    spec.env.insert(mark);
+    pending_result pending;
+    auto id = runner.start(std::move(spec), pending.callback());
+    REQUIRE(read_pid_file(pid_file) > 0);
+    runner.cancel(id);
+    r = pending.get();
+    CHECK(r.how == ending::cancelled);
+  }
+  SECTION("when the program exits") {
+    auto spec = sh(escape_line(pid_file, double_fork) + "echo left it");
+    spec.env.insert(mark);
+    r = run(runner, std::move(spec));
+    CHECK(r.how == ending::exited);
+    CHECK(r.exit_code == 0);
+    CHECK(r.stdout_data == "left it\n");
+  }
+  int escapee = read_pid_file(pid_file);
+  REQUIRE(escapee > 0);
+  // on_done comes after the job's processes are dead and reaped: no wait.
+  CHECK(gone(escapee));
+  CHECK(processes_with_env(mark.first + "=" + mark.second).empty());
+  INFO("escapee " << escapee << ", program " << r.pid << ", zombies:\n" << describe_zombies());
+  CHECK(zombie_children().empty());
+  CHECK(group_gone(r.pid));
+  std::filesystem::remove(pid_file);
+}
+
+TEST_CASE("every process of a job carries its token, which env cannot replace",
+          "[exec][command_runner]") {
+  command_runner runner;
+  auto spec = sh("echo \"$SPOOL_JOB_TOKEN\"; sh -c 'echo \"$SPOOL_JOB_TOKEN\"'");
+  spec.env = {{"SPOOL_JOB_TOKEN", "forged"}};
+  auto first = run(runner, spec);
+  auto second = run(runner, spec);
+  auto token = first.stdout_data.substr(0, first.stdout_data.find('\n'));
+  CHECK_FALSE(token.empty());
+  CHECK(token != "forged");
+  CHECK(first.stdout_data == token + "\n" + token + "\n");
+  CHECK_THAT(second.stdout_data, !Catch::Contains(token)); // one per job
+}
+
+TEST_CASE("an adopted process that exits by itself is reaped",
+          "[exec][command_runner]") {
+  command_runner_options options;
+  options.orphan_sweep_interval = 50ms;
+  command_runner runner{options};
+  auto pid_file = temp_path("orphan");
+  pending_result pending;
+  // The orphan writes its pid and exits while the job still runs: only the
+  // orphan sweep can reap it.
+  auto id = runner.start(sh("( setsid sh -c 'echo $$ > " + pid_file + ".tmp; mv " + pid_file
+                            + ".tmp " + pid_file + "' & ); sleep 1000"),
+                         pending.callback());
+  int orphan = read_pid_file(pid_file);
+  REQUIRE(orphan > 0);
+  CHECK(eventually([&] { return gone(orphan); }));
+  CHECK(eventually([] { return zombie_children().empty(); }));
+  runner.cancel(id);
+  CHECK(pending.get().how == ending::cancelled);
+  std::filesystem::remove(pid_file);
+}
+
+TEST_CASE("kill_all_now kills escaped descendants too", "[exec][command_runner]") {
+  auto pid_file = temp_path("kill-all");
+  pending_result pending;
+  int escapee = 0;
+  {
+    command_runner runner;
+    runner.start(sh(escape_line(pid_file, false) + "sleep 1000"), pending.callback());
+    escapee = read_pid_file(pid_file);
+    REQUIRE(escapee > 0);
+    runner.kill_all_now();
+    CHECK(eventually([&] { return dead(escapee); }));
+  }
+  CHECK(pending.future.wait_for(0s) == std::future_status::ready);
+  // kill_all_now is for a process about to exit: nothing reaps what it
+  // killed outside the program's group, so the test does.
+  bool clean = eventually([&] {
+    ::waitpid(escapee, nullptr, WNOHANG);
+    return zombie_children().empty();
+  });
+  INFO(describe_zombies());
+  CHECK(clean);
+  std::filesystem::remove(pid_file);
+}
+
+// -- environment --------------------------------------------------------------
+
+TEST_CASE("a command gets the allow list, the names it passes and its env, "
+          "nothing else",
+          "[exec][command_runner]") {
+  // The runner's own environment, with secrets it must not hand on.
+  ::setenv("SPOOL_DATABASE_URL", "postgresql://spool:secret@db/spool", 1);
+  ::setenv("PGPASSWORD", "secret", 1);
+  ::setenv("SPOOL_TEST_SECRET", "secret", 1);
+  ::setenv("SPOOL_TEST_PASSED", "passed value", 1);
+  ::setenv("LC_SPOOL_TEST", "C.UTF-8", 1);
+  ::setenv("HOME", std::getenv("HOME") ? std::getenv("HOME") : "/root", 1);
+  ::unsetenv("SPOOL_TEST_MISSING");
+  command_runner runner;
+  command_spec spec;
+  spec.argv = {"env"}; // prints its environment, one "K=V" a line
+  spec.inherit_env = spool::exec::base_environment_names();
+  spec.inherit_env.push_back("SPOOL_TEST_PASSED");
+  spec.inherit_env.push_back("SPOOL_TEST_MISSING");
+  spec.env = {{"HOME", "/explicit/home"}, {"STAGE_SETTING", "from env"}};
+  auto r = run(runner, std::move(spec));
+  for (auto name : {"SPOOL_DATABASE_URL", "PGPASSWORD", "SPOOL_TEST_SECRET", "SPOOL_TEST_PASSED",
+                    "LC_SPOOL_TEST"})
+    ::unsetenv(name);
+  REQUIRE(r.how == ending::exited);
+  std::map<std::string, std::string> got;
+  std::istringstream lines{r.stdout_data};
+  for (std::string line; std::getline(lines, line);)
+    got[line.substr(0, line.find('='))] = line.substr(line.find('=') + 1);
+  INFO(r.stdout_data);
+  CHECK(got.count("SPOOL_DATABASE_URL") == 0);
+  CHECK(got.count("PGPASSWORD") == 0);
+  CHECK(got.count("SPOOL_TEST_SECRET") == 0);
+  CHECK(got.count("SPOOL_TEST_MISSING") == 0);
+  CHECK(got["SPOOL_TEST_PASSED"] == "passed value");
+  CHECK(got["LC_SPOOL_TEST"] == "C.UTF-8");
+  CHECK(got["HOME"] == "/explicit/home"); // env wins over the inherited one
+  CHECK(got["STAGE_SETTING"] == "from env");
+  CHECK(got["PATH"] == std::getenv("PATH"));
+  CHECK_FALSE(got["SPOOL_JOB_TOKEN"].empty());
+  std::set<std::string> allowed{"PATH",     "HOME",  "USER",          "LOGNAME",
+                                "LANG",     "LANGUAGE", "TZ",         "TMPDIR",
+                                "SPOOL_TEST_PASSED", "STAGE_SETTING", "SPOOL_JOB_TOKEN"};
+  for (const auto& [name, _] : got) {
+    INFO(name);
+    CHECK((allowed.count(name) == 1 || name.rfind("LC_", 0) == 0));
+  }
+}
+
+TEST_CASE("a command with an empty allow list gets only its env and token",
+          "[exec][command_runner]") {
+  command_runner runner;
+  command_spec spec;
+  spec.argv = {"env"}; // found on the default system path
+  spec.inherit_env.clear();
+  spec.env = {{"ONLY", "this"}};
+  auto r = run(runner, std::move(spec));
+  REQUIRE(r.how == ending::exited);
+  CHECK_THAT(r.stdout_data, Catch::StartsWith("ONLY=this\nSPOOL_JOB_TOKEN="));
+  CHECK(std::count(r.stdout_data.begin(), r.stdout_data.end(), '\n') == 2);
+}
+
+// -- the loop's own failures --------------------------------------------------
+
+TEST_CASE("the runner loop survives its own exceptions and reports every job",
+          "[exec][command_runner]") {
+  // Each loop point throws on every third call: rounds fail at intake, after
+  // poll and before completions, and every third round gets through.
+  std::array<std::atomic<int>, 3> calls{};
+  std::array<std::atomic<int>, 3> thrown{};
+  std::atomic<bool> armed{true};
+  command_runner_options options;
+  options.loop_hook = [&](loop_point where) {
+    auto i = static_cast<std::size_t>(where);
+    if (armed && ++calls[i] % 3 == 0) {
+      ++thrown[i];
+      throw std::runtime_error("injected failure");
+    }
+  };
+  command_runner runner{options};
+  pending_result quick, hung, cancelled;
+  runner.start(sh("echo hi"), quick.callback());
+  auto hung_spec = sh("sleep 30", 300ms);
+  hung_spec.kill_grace = 200ms;
+  runner.start(std::move(hung_spec), hung.callback());
+  auto to_cancel = sh("echo started; sleep 30");
+  to_cancel.kill_grace = 200ms;
+  auto id = runner.start(std::move(to_cancel), cancelled.callback());
+  runner.cancel(id);
+  auto q = quick.get();
+  CHECK(q.how == ending::exited);
+  CHECK(q.stdout_data == "hi\n");
+  auto h = hung.get();
+  CHECK(h.how == ending::timed_out);
+  CHECK(group_gone(h.pid));
+  auto c = cancelled.get();
+  CHECK(c.how == ending::cancelled);
+  CHECK(runner.running() == 0);
+  armed = false;
+  for (auto& n : thrown)
+    CHECK(n > 0);
+  CHECK(run(runner, sh("echo after")).stdout_data == "after\n");
+  INFO(describe_zombies());
+  CHECK(zombie_children().empty());
 }
