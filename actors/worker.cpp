@@ -96,6 +96,14 @@ int run_worker(std::shared_ptr<const config::snapshot> config, const worker_opti
         code = dm.reason == caf::exit_reason::normal ? 0 : 1;
       });
     }
+    if (code != 0) {
+      // Not a clean drain: a database actor may be blocked in a call the
+      // server never answers, and the actor system would wait for it on
+      // destruction. What this worker held is rescued by others.
+      runner->kill_all_now();
+      spdlog::default_logger()->flush();
+      ::_exit(code);
+    }
     ::pthread_kill(signals.native_handle(), SIGUSR1); // ends the signal thread
     signals.join();
   }

@@ -533,3 +533,57 @@ TEST_CASE_METHOD(chaos_fixture, "poisonous stage results fail their own runs, na
   CHECK(w.output().size() <= 1024 * 1024);
   summary("poisonous results beside good ones in one worker", 0, 0, 0, workers);
 }
+
+TEST_CASE_METHOD(chaos_fixture, "a worker told to drain while PostgreSQL is frozen exits within "
+                                "its grace, and another finishes its work",
+                 "[chaos][db]") {
+  auto cfg = config(pipeline_stages(6));
+  enqueue(cfg, good_payloads(60), 4);
+  spool_process first{{"run", "--config", cfg}, env};
+  std::vector<watched> workers{{"the first worker", &first}};
+  wait_until("10 % of the tasks done", 120, workers,
+             [&] { return terminal_tasks() >= total_tasks / 10; });
+  REQUIRE(terminal_tasks() < total_tasks);
+  cluster.pause();
+  std::this_thread::sleep_for(1s); // calls now hang in flight
+  first.signal(SIGTERM);
+  // Its grace (1 s), the stage programs' kill grace (1 s) and a margin pass
+  // long before the server comes back: the drain must not wait for it.
+  int code = first.wait(30);
+  bool still_frozen = cluster.paused();
+  cluster.resume();
+  INFO("first worker log tail:\n" << tail(first.output()));
+  REQUIRE(code != -1);
+  CHECK(still_frozen);
+  CHECK(code == 1); // not a clean drain: outcomes were left unrecorded
+  CHECK_THAT(first.output(), Catch::Contains("drain deadline passed"));
+
+  // What it held comes back through the rescue; a second worker finishes.
+  spool_process second{{"run", "--config", cfg, "--exit-when-idle"}, env};
+  std::vector<watched> rest{{"the second worker", &second}};
+  wait_all_terminal(240, rest);
+  require_clean_exits(rest);
+  check_end_state("true", total_tasks, pipeline_cost);
+  summary("SIGTERM while PostgreSQL was frozen, then a second worker", 0, 0, 1, rest);
+}
+
+TEST_CASE_METHOD(chaos_fixture, "a worker started while PostgreSQL does not answer registers "
+                                "and works once it is back",
+                 "[chaos][db]") {
+  auto cfg = config(pipeline_stages(6));
+  enqueue(cfg, good_payloads(40), 4);
+  cluster.pause();
+  spool_process w{{"run", "--config", cfg, "--exit-when-idle"}, env};
+  std::vector<watched> workers{{"the worker", &w}};
+  auto until = steady::now() + 15s;
+  while (steady::now() < until) {
+    require_alive(workers, "while PostgreSQL was frozen");
+    std::this_thread::sleep_for(100ms);
+  }
+  cluster.resume();
+  wait_all_terminal(240, workers);
+  require_clean_exits(workers);
+  check_end_state("true", total_tasks, pipeline_cost);
+  CHECK(count("SELECT count(*) FROM workers WHERE array_length(stages, 1) = 5") == 1);
+  summary("a worker started while PostgreSQL was frozen", 0, 0, 1, workers);
+}

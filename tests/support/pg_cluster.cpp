@@ -184,14 +184,16 @@ void pg_cluster::pause() {
   ::kill(pm, SIGSTOP);
   paused_ = true;
   // Signals are delivered asynchronously: wait until every process is seen
-  // stopped ('T'), or gone.
+  // stopped ('T'), dead ('Z') or gone.
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds{10};
   for (;;) {
     bool all_stopped = true;
     for (int pid : server_pids()) {
       ::kill(pid, SIGSTOP);
       auto state = proc_stat(pid).first;
-      all_stopped = all_stopped && (state == 'T' || state == '?');
+      // A backend that exited just before stays a zombie ('Z') until the
+      // (stopped) postmaster reaps it: it answers nothing either.
+      all_stopped = all_stopped && (state == 'T' || state == 'Z' || state == 'X' || state == '?');
     }
     if (all_stopped)
       return;
