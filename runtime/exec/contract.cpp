@@ -1,5 +1,7 @@
 #include "runtime/exec/contract.hpp"
 
+#include "runtime/utf8.hpp"
+
 #include <boost/json.hpp>
 
 #include <cerrno>
@@ -48,51 +50,6 @@ std::string_view last_nonempty_line(std::string_view s) noexcept {
   return nl == std::string_view::npos ? s : trim(s.substr(nl + 1));
 }
 
-/// Length of the valid UTF-8 sequence at the start of `s`, 0 if invalid.
-std::size_t utf8_sequence(std::string_view s) noexcept {
-  auto b = [&](std::size_t i) { return static_cast<unsigned char>(s[i]); };
-  auto cont = [&](std::size_t i) {
-    return i < s.size() && (b(i) & 0xC0) == 0x80;
-  };
-  unsigned char c = b(0);
-  if (c < 0x80)
-    return 1;
-  if (c >= 0xC2 && c <= 0xDF)
-    return cont(1) ? 2 : 0;
-  if (c >= 0xE0 && c <= 0xEF) {
-    if (!cont(1) || !cont(2))
-      return 0;
-    if ((c == 0xE0 && b(1) < 0xA0) || (c == 0xED && b(1) > 0x9F))
-      return 0; // overlong, or a UTF-16 surrogate
-    return 3;
-  }
-  if (c >= 0xF0 && c <= 0xF4) {
-    if (!cont(1) || !cont(2) || !cont(3))
-      return 0;
-    if ((c == 0xF0 && b(1) < 0x90) || (c == 0xF4 && b(1) > 0x8F))
-      return 0; // overlong, or above U+10FFFF
-    return 4;
-  }
-  return 0;
-}
-
-/// `s` with NUL bytes and invalid UTF-8 replaced by '?'.
-std::string sanitize(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  while (!s.empty()) {
-    std::size_t n = utf8_sequence(s);
-    if (n == 0 || s.front() == '\0') {
-      out += '?';
-      n = 1;
-    } else {
-      out.append(s.data(), n);
-    }
-    s.remove_prefix(n);
-  }
-  return out;
-}
-
 /// The stderr tail for a message: a cut multi-byte character at its start
 /// dropped, whitespace trimmed.
 std::string_view stderr_for_message(const std::string& tail) noexcept {
@@ -130,7 +87,7 @@ std::string with_context(std::string problem, const command_result& r,
     problem += "; stderr: ";
     problem += err;
   }
-  return sanitize(problem);
+  return sanitize_utf8(problem);
 }
 
 /// Spawn errors that a later try may not hit: out of processes, fds or
@@ -232,9 +189,9 @@ spool::outcome from_result_object(const json::object& obj,
     return o;
   if (auto it = obj.find("message"); it != obj.end()) {
     if (auto* s = it->value().if_string())
-      o.message = sanitize(std::string_view{s->data(), s->size()});
+      o.message = sanitize_utf8(std::string_view{s->data(), s->size()});
     else
-      o.message = sanitize(json::serialize(it->value()));
+      o.message = sanitize_utf8(json::serialize(it->value()));
   }
   if (o.message.empty())
     o.message = "the command reported a " + std::string{to_string(o.kind)}
@@ -282,7 +239,7 @@ spool::outcome parse_command_result(const command_result& r) {
     case ending::spawn_failed:
       return make(lacks_resources(r.error_code) ? outcome_kind::transient
                                                 : outcome_kind::permanent,
-                  sanitize("cannot start the command: " + r.error));
+                  sanitize_utf8("cannot start the command: " + r.error));
     case ending::timed_out:
       return make(outcome_kind::timeout,
                   with_context("timed out after "
@@ -299,15 +256,11 @@ spool::outcome parse_command_result(const command_result& r) {
   if (line.empty())
     return make(outcome_kind::transient,
                 with_context("result: no JSON object on stdout", r));
-  for (std::size_t i = 0; i < line.size();) {
-    std::size_t n = utf8_sequence(line.substr(i));
-    if (n == 0)
-      return make(outcome_kind::transient,
-                  with_context("result: the last line of stdout is not valid UTF-8 (byte "
-                                 + std::to_string(i) + ")",
-                               r));
-    i += n;
-  }
+  if (auto bad = invalid_utf8_at(line); bad != std::string_view::npos)
+    return make(outcome_kind::transient,
+                with_context("result: the last line of stdout is not valid UTF-8 (byte "
+                               + std::to_string(bad) + ")",
+                             r));
   json::error_code ec;
   json::value v = json::parse(line, ec);
   if (ec || !v.is_object()) {

@@ -1,5 +1,7 @@
 #include "runtime/exec/outcome_check.hpp"
 
+#include "runtime/utf8.hpp"
+
 #include <algorithm>
 #include <array>
 #include <charconv>
@@ -30,53 +32,6 @@ std::string number_text(double d) {
   std::array<char, 64> buf;
   auto res = std::to_chars(buf.data(), buf.data() + buf.size(), d);
   return std::string(buf.data(), res.ptr);
-}
-
-/// Length of the valid UTF-8 sequence at the start of `s` (non-empty), 0 if
-/// invalid: no overlong forms, no UTF-16 surrogates, nothing above
-/// U+10FFFF.
-std::size_t utf8_sequence(std::string_view s) noexcept {
-  auto b = [&](std::size_t i) { return static_cast<unsigned char>(s[i]); };
-  auto cont = [&](std::size_t i) {
-    return i < s.size() && (b(i) & 0xC0) == 0x80;
-  };
-  unsigned char c = b(0);
-  if (c < 0x80)
-    return 1;
-  if (c >= 0xC2 && c <= 0xDF)
-    return cont(1) ? 2 : 0;
-  if (c >= 0xE0 && c <= 0xEF) {
-    if (!cont(1) || !cont(2))
-      return 0;
-    if ((c == 0xE0 && b(1) < 0xA0) || (c == 0xED && b(1) > 0x9F))
-      return 0;
-    return 3;
-  }
-  if (c >= 0xF0 && c <= 0xF4) {
-    if (!cont(1) || !cont(2) || !cont(3))
-      return 0;
-    if ((c == 0xF0 && b(1) < 0x90) || (c == 0xF4 && b(1) > 0x8F))
-      return 0;
-    return 4;
-  }
-  return 0;
-}
-
-/// `s` with NUL bytes and invalid UTF-8 replaced by '?'.
-std::string sanitize(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  while (!s.empty()) {
-    auto n = utf8_sequence(s);
-    if (n == 0 || s.front() == '\0') {
-      out += '?';
-      n = 1;
-    } else {
-      out.append(s.data(), n);
-    }
-    s.remove_prefix(n);
-  }
-  return out;
 }
 
 /// Cuts valid UTF-8 `s` to at most `max` bytes on a character boundary,
@@ -143,16 +98,11 @@ std::string check_text(std::string_view text) {
   if (auto nul = text.find('\0'); nul != std::string_view::npos)
     return std::string(output_rule) + "contains a NUL byte at offset "
            + std::to_string(nul);
-  for (std::size_t i = 0; i < text.size();) {
-    auto n = utf8_sequence(text.substr(i));
-    if (n == 0) {
-      static constexpr char digits[] = "0123456789ABCDEF";
-      auto byte = static_cast<unsigned char>(text[i]);
-      return std::string(output_rule) + "is not valid UTF-8 (byte 0x"
-             + digits[byte >> 4] + digits[byte & 0xF] + " at offset "
-             + std::to_string(i) + ")";
-    }
-    i += n;
+  if (auto i = invalid_utf8_at(text); i != std::string_view::npos) {
+    static constexpr char digits[] = "0123456789ABCDEF";
+    auto byte = static_cast<unsigned char>(text[i]);
+    return std::string(output_rule) + "is not valid UTF-8 (byte 0x" + digits[byte >> 4]
+           + digits[byte & 0xF] + " at offset " + std::to_string(i) + ")";
   }
   bool in_string = false;
   for (std::size_t i = 0; i < text.size(); ++i) {
@@ -451,7 +401,7 @@ spool::outcome check_outcome(spool::outcome o, const outcome_limits& lim) {
     o.retry_after_s = 0;
     o.message = std::move(problem);
   }
-  o.message = sanitize(o.message);
+  o.message = sanitize_utf8(o.message);
   truncate_message(o.message, lim.max_message_bytes);
   return o;
 }
