@@ -23,13 +23,23 @@ constexpr int64_t migration_lock_key = 0x73706f6f6c6d6967;
 std::vector<migration> parse_migrations(
   const std::vector<std::pair<std::string, std::string>>& files) {
   static const std::regex pattern{R"(^(\d{4})_([a-z0-9_]+)\.(up|down)\.sql$)"};
+  static const std::regex repeatable{R"(^R_([a-z0-9_]+)\.sql$)"};
   std::map<int64_t, migration> by_version;
+  std::map<std::string, migration> repeatables;
   for (auto& [file, content] : files) {
     std::smatch m;
+    if (std::regex_match(file, m, repeatable)) {
+      auto& r = repeatables[file];
+      r.repeatable = true;
+      r.name = m[1].str();
+      r.up_file = file;
+      r.up_sql = content;
+      continue;
+    }
     if (!std::regex_match(file, m, pattern))
       throw migration_error("migration file " + file
-                            + ": name must look like NNNN_name.up.sql or "
-                              "NNNN_name.down.sql");
+                            + ": name must look like NNNN_name.up.sql, "
+                              "NNNN_name.down.sql or R_name.sql");
     auto version = std::stoll(m[1].str());
     auto& mig = by_version[version];
     if (!mig.name.empty() && mig.name != m[2].str())
@@ -53,6 +63,8 @@ std::vector<migration> parse_migrations(
                             + " has no matching .up.sql");
     out.push_back(std::move(mig));
   }
+  for (auto& [file, r] : repeatables)
+    out.push_back(std::move(r));
   return out;
 }
 
@@ -110,8 +122,49 @@ void migrator::ensure_table() {
       name       TEXT NOT NULL,
       checksum   TEXT NOT NULL,
       applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    );
+    CREATE TABLE IF NOT EXISTS spool_schema_repeatables (
+      file       TEXT PRIMARY KEY,
+      checksum   TEXT NOT NULL,
+      applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
     ))sql",
                     "creating spool_schema_migrations");
+}
+
+void migrator::apply_repeatables() {
+  std::map<std::string, std::string> recorded;
+  auto res = conn_.exec("SELECT file, checksum FROM spool_schema_repeatables", {},
+                        "reading applied repeatable scripts");
+  for (int i = 0; i < res.rows(); ++i)
+    recorded[res.str(i, 0)] = res.str(i, 1);
+  std::vector<std::pair<const migration*, std::string>> changed;
+  for (auto& mig : set_) {
+    if (!mig.repeatable)
+      continue;
+    auto sum = checksum(mig.up_sql);
+    if (auto r = recorded.find(mig.up_file); r == recorded.end() || r->second != sum)
+      changed.emplace_back(&mig, sum);
+  }
+  if (changed.empty())
+    return;
+  const migration* current = nullptr;
+  try {
+    pg::transaction(conn_, [&](pg::connection& c) {
+      for (auto& [mig, sum] : changed) {
+        current = mig;
+        c.exec_script(mig->up_sql);
+        c.query("INSERT INTO spool_schema_repeatables (file, checksum) VALUES ($1, $2) "
+                "ON CONFLICT (file) DO UPDATE SET checksum = EXCLUDED.checksum, "
+                "applied_at = now()",
+                mig->up_file, sum);
+      }
+    });
+  } catch (const pg::error& e) {
+    throw migration_error("repeatable script " + (current ? current->up_file : std::string{})
+                          + " failed; none was applied: " + e.what());
+  }
+  for (auto& [mig, sum] : changed)
+    spdlog::info("applied {}", mig->up_file);
 }
 
 std::vector<migrator::applied_row> migrator::applied() {
@@ -133,8 +186,9 @@ std::string migrator::checksum(const std::string& sql) {
 
 void migrator::verify_unchanged(const std::vector<applied_row>& rows) {
   for (auto& row : rows) {
-    auto i = std::find_if(set_.begin(), set_.end(),
-                          [&](auto& m) { return m.version == row.version; });
+    auto i = std::find_if(set_.begin(), set_.end(), [&](auto& m) {
+      return !m.repeatable && m.version == row.version;
+    });
     if (i == set_.end())
       continue; // applied by a newer binary: leave it alone
     if (checksum(i->up_sql) != row.checksum)
@@ -149,7 +203,11 @@ std::vector<int64_t> migrator::up(std::optional<int64_t> to) {
     auto rows = applied();
     verify_unchanged(rows);
     std::vector<int64_t> done;
+    int64_t newest = 0;
     for (auto& mig : set_) {
+      if (mig.repeatable)
+        continue;
+      newest = std::max(newest, mig.version);
       if (to && mig.version > *to)
         break;
       bool is_applied = std::any_of(rows.begin(), rows.end(), [&](auto& r) {
@@ -172,6 +230,8 @@ std::vector<int64_t> migrator::up(std::optional<int64_t> to) {
       spdlog::info("applied migration {}", mig.up_file);
       done.push_back(mig.version);
     }
+    if (!to || *to >= newest)
+      apply_repeatables();
     return done;
   });
 }
@@ -181,8 +241,9 @@ std::vector<int64_t> migrator::down(int64_t steps) {
     auto rows = applied();
     std::vector<int64_t> done;
     for (auto r = rows.rbegin(); r != rows.rend() && steps > 0; ++r, --steps) {
-      auto i = std::find_if(set_.begin(), set_.end(),
-                            [&](auto& m) { return m.version == r->version; });
+      auto i = std::find_if(set_.begin(), set_.end(), [&](auto& m) {
+        return !m.repeatable && m.version == r->version;
+      });
       if (i == set_.end())
         throw migration_error("applied migration version "
                               + std::to_string(r->version)
@@ -203,6 +264,10 @@ std::vector<int64_t> migrator::down(int64_t steps) {
       spdlog::info("reverted migration {}", i->down_file);
       done.push_back(i->version);
     }
+    // What the repeatable scripts define may have gone with it: the next up
+    // applies them all again.
+    if (!done.empty())
+      conn_.exec("DELETE FROM spool_schema_repeatables", {}, "forgetting repeatable scripts");
     return done;
   });
 }
@@ -212,6 +277,8 @@ std::vector<migration_status> migrator::status() {
     auto rows = applied();
     std::vector<migration_status> out;
     for (auto& mig : set_) {
+      if (mig.repeatable)
+        continue;
       migration_status st{mig.version, mig.name, false, std::nullopt, false};
       for (auto& r : rows)
         if (r.version == mig.version) {

@@ -72,7 +72,7 @@ std::string pipeline_json(const std::vector<pipeline_stage>& pipeline) {
 /// Runs `fn` (one statement that is its own transaction) again when the
 /// server aborted it as a deadlock victim or a serialization failure: the
 /// transaction rolled back whole, so nothing of it was applied. Deadlocks
-/// cannot happen between claims and outcomes (see 0002_queue); a cancel or a
+/// cannot happen between claims and outcomes (see R_record_outcomes.sql); a cancel or a
 /// priority change racing an outcome of the same task can rarely meet one.
 /// Inside a caller's transaction it rethrows: that transaction is lost.
 template <class F>

@@ -1,7 +1,7 @@
 #pragma once
 // The durable queue: all SQL a worker or the CLI runs against tasks and stage
 // runs lives behind this one narrow interface. Each method is one round trip
-// (a server-side function from migrations/0002_queue.up.sql) on the
+// (a server-side function from migrations/R_*.sql) on the
 // connection the store was given; the caller owns threads and connections.
 
 #include <chrono>

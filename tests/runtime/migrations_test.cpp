@@ -46,6 +46,13 @@ int64_t count(pg::connection& c, const std::string& sql) {
   return c.exec(sql).i64(0, 0);
 }
 
+/// The built-in versioned migrations (the repeatable scripts aside).
+std::size_t versions() {
+  auto set = builtin_migrations();
+  return static_cast<std::size_t>(
+    std::count_if(set.begin(), set.end(), [](auto& m) { return !m.repeatable; }));
+}
+
 } // namespace
 
 TEST_CASE("migrations up, down and up again give an identical schema", "[db][migrate]") {
@@ -53,7 +60,7 @@ TEST_CASE("migrations up, down and up again give an identical schema", "[db][mig
   pg::connection conn{db.url()};
   migrator m{conn, builtin_migrations()};
   auto applied = m.up();
-  REQUIRE(applied.size() == builtin_migrations().size());
+  REQUIRE(applied.size() == versions());
   auto first = schema_dump(db.url());
   CHECK(first.find("CREATE TABLE public.stage_runs") != std::string::npos);
   auto reverted = m.down(static_cast<int64_t>(applied.size()));
@@ -129,11 +136,13 @@ TEST_CASE("two concurrent migrators apply every migration exactly once", "[db][m
     auto a = std::async(std::launch::async, run);
     auto b = std::async(std::launch::async, run);
     auto total = a.get() + b.get();
-    CHECK(total == (round == 0 ? builtin_migrations().size() : 0));
+    CHECK(total == (round == 0 ? versions() : 0));
   }
   pg::connection conn{db.url()};
   CHECK(count(conn, "SELECT count(*) FROM spool_schema_migrations")
-        == static_cast<int64_t>(builtin_migrations().size()));
+        == static_cast<int64_t>(versions()));
+  CHECK(count(conn, "SELECT count(*) FROM spool_schema_repeatables")
+        == static_cast<int64_t>(builtin_migrations().size() - versions()));
 }
 
 TEST_CASE("migration file names are validated", "[migrate]") {
@@ -146,4 +155,45 @@ TEST_CASE("migration file names are validated", "[migrate]") {
   REQUIRE(set.size() == 2);
   CHECK(set[0].name == "a");
   CHECK(set[1].version == 2);
+}
+
+TEST_CASE("a repeatable script is applied again exactly when it changed, and after a down",
+          "[db][migrate]") {
+  test::fresh_database db{false};
+  pg::connection conn{db.url()};
+  temp_dir dir;
+  dir.write("0001_t.up.sql", "CREATE TABLE t (x INTEGER);");
+  dir.write("0001_t.down.sql", "DROP TABLE t;");
+  dir.write("R_f.sql", "CREATE OR REPLACE FUNCTION f() RETURNS INTEGER LANGUAGE sql AS "
+                       "$$ SELECT 1 $$;");
+  auto set = load_migrations(dir.path.string());
+  REQUIRE(set.size() == 2);
+  CHECK(set[1].repeatable);
+  migrator{conn, set}.up();
+  CHECK(count(conn, "SELECT f()") == 1);
+  auto applied_at = [&] {
+    return conn.exec("SELECT applied_at::text FROM spool_schema_repeatables").str(0, 0);
+  };
+  auto first = applied_at();
+  migrator{conn, load_migrations(dir.path.string())}.up(); // unchanged: not applied
+  CHECK(applied_at() == first);
+  // A change to the function is an edit of its file, not a new migration.
+  dir.write("R_f.sql", "CREATE OR REPLACE FUNCTION f() RETURNS INTEGER LANGUAGE sql AS "
+                       "$$ SELECT 2 $$;");
+  migrator{conn, load_migrations(dir.path.string())}.up();
+  CHECK(count(conn, "SELECT f()") == 2);
+  // A down forgets them: the next up applies them again.
+  migrator m{conn, load_migrations(dir.path.string())};
+  m.down(1);
+  CHECK(count(conn, "SELECT count(*) FROM spool_schema_repeatables") == 0);
+  conn.exec("DROP FUNCTION f()");
+  m.up();
+  CHECK(count(conn, "SELECT f()") == 2);
+  // A failing script applies none of them and says which.
+  dir.write("R_g.sql", "CREATE FUNCTION broken(");
+  dir.write("R_f.sql", "CREATE OR REPLACE FUNCTION f() RETURNS INTEGER LANGUAGE sql AS "
+                       "$$ SELECT 3 $$;");
+  CHECK_THROWS_WITH(migrator(conn, load_migrations(dir.path.string())).up(),
+                    Catch::Contains("R_g.sql"));
+  CHECK(count(conn, "SELECT f()") == 2);
 }

@@ -1,0 +1,95 @@
+-- Enqueue many videos in one call. p_pipeline: [{"name", "after": [...],
+-- "optional", "max_retries", "max_lost"}, ...]. Returns one row per input, in order:
+-- the task id and whether it was created (false: the idempotency key existed).
+-- Runs without inputs are inserted ready, in the fair order (in input order
+-- within a channel), and idle workers are woken.
+CREATE OR REPLACE FUNCTION spool_enqueue(
+  p_clients TEXT[], p_campaigns TEXT[], p_channels TEXT[], p_priorities TEXT[],
+  p_payloads JSONB[], p_keys TEXT[], p_estimates NUMERIC[], p_pipeline JSONB)
+RETURNS TABLE (ord INTEGER, task_id BIGINT, created BOOLEAN)
+LANGUAGE plpgsql AS $$
+DECLARE
+  v_ords BIGINT[];
+  v_ids BIGINT[];
+  v_root_stages TEXT[];
+  v_root_prios spool_priority[];
+  v_root_channels TEXT[];
+  v_rounds BIGINT[];
+BEGIN
+  -- Ids are drawn up front so that each input row knows its task; a row whose
+  -- idempotency key exists already inserts nothing.
+  WITH input AS (
+    SELECT i.*, nextval(pg_get_serial_sequence('tasks', 'id')) AS new_id
+      FROM unnest(p_clients, p_campaigns, p_channels, p_priorities, p_payloads,
+                  p_keys, p_estimates)
+           WITH ORDINALITY AS i(client_id, campaign_id, channel_id, priority, payload,
+                                idem_key, estimate, ord)
+  ), inserted AS (
+    INSERT INTO tasks (id, client_id, campaign_id, channel_id, priority, payload,
+                       idempotency_key, estimated_cost, runs_pending)
+    SELECT i.new_id, i.client_id, i.campaign_id, i.channel_id, i.priority::spool_priority,
+           i.payload, i.idem_key, coalesce(i.estimate, 0), jsonb_array_length(p_pipeline)
+      FROM input i ORDER BY i.ord
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING tasks.id
+  )
+  SELECT array_agg(i.ord ORDER BY i.ord), array_agg(i.new_id ORDER BY i.ord)
+    INTO v_ords, v_ids
+    FROM input i WHERE i.new_id IN (SELECT id FROM inserted);
+
+  IF v_ids IS NOT NULL THEN
+    -- The roots (stages without inputs), in input order, and their places in
+    -- the fair order.
+    SELECT array_agg(s.name ORDER BY n.pos, s.pos), array_agg(t.priority ORDER BY n.pos, s.pos),
+           array_agg(t.channel_id ORDER BY n.pos, s.pos)
+      INTO v_root_stages, v_root_prios, v_root_channels
+      FROM unnest(v_ids) WITH ORDINALITY AS n(id, pos)
+      JOIN tasks t ON t.id = n.id
+      CROSS JOIN ROWS FROM (jsonb_to_recordset(p_pipeline) AS (name TEXT, after TEXT[]))
+           WITH ORDINALITY AS s(name, after, pos)
+     WHERE cardinality(coalesce(s.after, '{}')) = 0;
+    IF v_root_stages IS NOT NULL THEN
+      v_rounds := spool_fair_rounds(v_root_stages, v_root_prios, v_root_channels);
+    END IF;
+
+    WITH stages AS (
+      SELECT s.name, coalesce(s.after, '{}') AS after, coalesce(s.optional, false) AS optional,
+             coalesce(s.max_retries, 3) AS max_retries, coalesce(s.max_lost, 5) AS max_lost,
+             s.pos
+        FROM ROWS FROM (jsonb_to_recordset(p_pipeline)
+               AS (name TEXT, after TEXT[], optional BOOLEAN, max_retries INTEGER,
+                   max_lost INTEGER))
+             WITH ORDINALITY AS s(name, after, optional, max_retries, max_lost, pos)
+    ), runs AS (
+      SELECT t.id AS task_id, s.name AS stage, t.channel_id, t.priority, s.optional,
+             s.max_retries, s.max_lost, s.after, n.pos, s.pos AS stage_pos,
+             CASE WHEN cardinality(s.after) = 0
+                  THEN row_number() OVER (PARTITION BY cardinality(s.after) = 0
+                                          ORDER BY n.pos, s.pos) END AS root
+        FROM unnest(v_ids) WITH ORDINALITY AS n(id, pos)
+        JOIN tasks t ON t.id = n.id CROSS JOIN stages s
+    )
+    INSERT INTO stage_runs (task_id, stage, channel_id, priority, state, optional,
+                            max_retries, max_lost, depends_on, deps_pending, ready_at,
+                            fair_round, fair_seq)
+    SELECT r.task_id, r.stage, r.channel_id, r.priority,
+           CASE WHEN r.root IS NULL THEN 'blocked' ELSE 'ready' END::spool_run_state,
+           r.optional, r.max_retries, r.max_lost, r.after, cardinality(r.after),
+           CASE WHEN r.root IS NOT NULL THEN now() END, f.round,
+           CASE WHEN r.root IS NOT NULL THEN nextval('spool_fair_seq') END
+      FROM runs r
+      LEFT JOIN unnest(v_rounds) WITH ORDINALITY AS f(round, root) ON f.root = r.root
+     ORDER BY r.pos, r.stage_pos;
+
+    PERFORM pg_notify('spool_wakeup', s.stage)
+       FROM (SELECT DISTINCT x.stage FROM unnest(v_root_stages) AS x(stage)) s;
+  END IF;
+
+  RETURN QUERY
+  SELECT i.ord::INTEGER, coalesce(n.id, t.id), n.id IS NOT NULL
+    FROM unnest(p_keys) WITH ORDINALITY AS i(idem_key, ord)
+    LEFT JOIN unnest(coalesce(v_ords, '{}'), coalesce(v_ids, '{}')) AS n(ord, id)
+      ON n.ord = i.ord
+    LEFT JOIN tasks t ON n.id IS NULL AND t.idempotency_key = i.idem_key
+   ORDER BY i.ord;
+END $$;
