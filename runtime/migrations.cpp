@@ -164,7 +164,7 @@ void migrator::apply_repeatables() {
                           + " failed; none was applied: " + e.what());
   }
   for (auto& [mig, sum] : changed)
-    spdlog::info("applied {}", mig->up_file);
+    spdlog::info("applied migration {} (repeatable)", mig->up_file);
 }
 
 std::vector<migrator::applied_row> migrator::applied() {
