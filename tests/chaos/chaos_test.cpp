@@ -338,6 +338,27 @@ struct chaos_fixture {
     std::fflush(stdout);
   }
 
+  /// Fails the case when one of `workers` exits within `how_long`.
+  void stay_alive(std::chrono::seconds how_long, const std::vector<watched>& workers,
+                  const std::string& during) {
+    auto until = steady::now() + how_long;
+    while (steady::now() < until) {
+      require_alive(workers, during);
+      std::this_thread::sleep_for(100ms);
+    }
+  }
+
+  /// The end of a case on the shipped pipeline: every task terminal within
+  /// `deadline_s`, clean exits, the end-state checks (every task good), and
+  /// the summary line.
+  void finish_pipeline_case(const std::string& scenario, int kills, int restarts, int pauses,
+                            const std::vector<watched>& workers, double deadline_s = 240) {
+    wait_all_terminal(deadline_s, workers);
+    require_clean_exits(workers);
+    check_end_state("true", total_tasks, pipeline_cost);
+    summary(scenario, kills, restarts, pauses, workers);
+  }
+
 private:
   int configs_ = 0;
 };
@@ -434,11 +455,8 @@ TEST_CASE_METHOD(chaos_fixture, "a worker survives PostgreSQL restarts in fast a
   ++restarts;
   require_alive(workers, "during pg_ctl restart -m immediate");
 
-  wait_all_terminal(240, workers);
-  require_clean_exits(workers);
-  check_end_state("true", total_tasks, pipeline_cost);
-  summary("PostgreSQL restarted (fast, then immediate) under a worker", 0, restarts, 0,
-          workers);
+  finish_pipeline_case("PostgreSQL restarted (fast, then immediate) under a worker", 0,
+                       restarts, 0, workers);
 }
 
 TEST_CASE_METHOD(chaos_fixture, "a worker survives PostgreSQL frozen for 45 s mid-run and "
@@ -455,18 +473,12 @@ TEST_CASE_METHOD(chaos_fixture, "a worker survives PostgreSQL frozen for 45 s mi
   cluster.pause();
   // 45 s of a server that holds every connection open and answers nothing:
   // the worker must still be there at every moment of it.
-  auto until = steady::now() + 45s;
-  while (steady::now() < until) {
-    require_alive(workers, "while PostgreSQL was frozen");
-    std::this_thread::sleep_for(100ms);
-  }
+  stay_alive(45s, workers, "while PostgreSQL was frozen");
   cluster.resume();
   require_alive(workers, "when PostgreSQL came back");
 
-  wait_all_terminal(240, workers);
-  require_clean_exits(workers);
-  check_end_state("true", total_tasks, pipeline_cost);
-  summary("PostgreSQL frozen (SIGSTOP) for 45 s under a worker", 0, 0, 1, workers);
+  finish_pipeline_case("PostgreSQL frozen (SIGSTOP) for 45 s under a worker", 0, 0, 1,
+                       workers);
 }
 
 TEST_CASE_METHOD(chaos_fixture, "poisonous stage results fail their own runs, naming the rule, "
@@ -561,10 +573,8 @@ TEST_CASE_METHOD(chaos_fixture, "a worker told to drain while PostgreSQL is froz
   // What it held comes back through the rescue; a second worker finishes.
   spool_process second{{"run", "--config", cfg, "--exit-when-idle"}, env};
   std::vector<watched> rest{{"the second worker", &second}};
-  wait_all_terminal(240, rest);
-  require_clean_exits(rest);
-  check_end_state("true", total_tasks, pipeline_cost);
-  summary("SIGTERM while PostgreSQL was frozen, then a second worker", 0, 0, 1, rest);
+  finish_pipeline_case("SIGTERM while PostgreSQL was frozen, then a second worker", 0, 0, 1,
+                       rest);
 }
 
 TEST_CASE_METHOD(chaos_fixture, "a worker started while PostgreSQL does not answer registers "
@@ -575,15 +585,8 @@ TEST_CASE_METHOD(chaos_fixture, "a worker started while PostgreSQL does not answ
   cluster.pause();
   spool_process w{{"run", "--config", cfg, "--exit-when-idle"}, env};
   std::vector<watched> workers{{"the worker", &w}};
-  auto until = steady::now() + 15s;
-  while (steady::now() < until) {
-    require_alive(workers, "while PostgreSQL was frozen");
-    std::this_thread::sleep_for(100ms);
-  }
+  stay_alive(15s, workers, "while PostgreSQL was frozen");
   cluster.resume();
-  wait_all_terminal(240, workers);
-  require_clean_exits(workers);
-  check_end_state("true", total_tasks, pipeline_cost);
+  finish_pipeline_case("a worker started while PostgreSQL was frozen", 0, 0, 1, workers);
   CHECK(count("SELECT count(*) FROM workers WHERE array_length(stages, 1) = 5") == 1);
-  summary("a worker started while PostgreSQL was frozen", 0, 0, 1, workers);
 }
