@@ -151,7 +151,9 @@ private:
           out += '.';
         out += printable_key(f.key);
       } else {
-        out += "[" + std::to_string(f.index) + "]";
+        out += '[';
+        out += std::to_string(f.index);
+        out += ']';
       }
     }
     return out;
