@@ -131,8 +131,11 @@ void print_status(const json::object& s) {
     else if (state == "stopped")
       mark = "  (stopped)";
     std::string stages;
-    for (auto& st : w.at("stages").as_array())
-      stages += (stages.empty() ? "" : ",") + text_of(st);
+    for (auto& st : w.at("stages").as_array()) {
+      if (!stages.empty())
+        stages += ',';
+      stages += text_of(st);
+    }
     std::printf("  %-32s %s pid %lld  running %lld  heartbeat %s ago  config %s  stages %s%s\n",
                 text_of(w.at("id")).c_str(), text_of(w.at("host")).c_str(),
                 static_cast<long long>(w.at("pid").as_int64()),

@@ -188,7 +188,7 @@ TEST_CASE("duplicate keys in a JSONL line are refused", "[cli][enqueue]") {
   CHECK_THAT(flag.err, Catch::Contains("payload.t: duplicate key"));
 }
 
-TEST_CASE("--file on a directory, a missing file or an empty file is an error",
+TEST_CASE("enqueue --file on a directory, a missing file or an empty file is an error",
           "[cli][enqueue]") {
   auto dir = std::filesystem::temp_directory_path()
              / ("spool_enqueue_" + std::to_string(::getpid()));
@@ -285,7 +285,7 @@ std::string config_with_database(const std::string& url) {
 
 } // namespace
 
-TEST_CASE("--database-url wins over SPOOL_DATABASE_URL, which wins over the config",
+TEST_CASE("a --database-url wins over SPOOL_DATABASE_URL, which wins over the config",
           "[cli][db]") {
   test::fresh_database db;
   const std::string bad = "postgresql://nobody:secret@127.0.0.1:1/unreachable";
