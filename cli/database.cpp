@@ -47,7 +47,11 @@ std::string database_url(const global_options& g, const config::snapshot* cfg) {
     cluster.start();
     choice.url = cluster.url();
   }
-  spdlog::debug("database {} (from {})", pg::redact_url(choice.url), to_string(choice.source));
+  // A plain string through the non-template overload: fmt's format
+  // machinery would cost this small file seconds of compile time.
+  auto line = "database " + pg::redact_url(choice.url) + " (from " + to_string(choice.source) + ")";
+  spdlog::default_logger_raw()->log(spdlog::source_loc{}, spdlog::level::debug,
+                                    spdlog::string_view_t{line});
   return choice.url;
 }
 

@@ -130,6 +130,7 @@ void print_status(const json::object& s) {
       mark = "  (stale, no heartbeat for " + duration_text(age) + ")";
     else if (state == "stopped")
       mark = "  (stopped)";
+    auto config = text_of(w.at("config_version"));
     std::string stages;
     for (auto& st : w.at("stages").as_array()) {
       if (!stages.empty())
@@ -140,7 +141,7 @@ void print_status(const json::object& s) {
                 text_of(w.at("id")).c_str(), text_of(w.at("host")).c_str(),
                 static_cast<long long>(w.at("pid").as_int64()),
                 static_cast<long long>(w.at("running").as_int64()), duration_text(age).c_str(),
-                text_of(w.at("config_version")).c_str(), stages.empty() ? "all" : stages.c_str(),
+                config.empty() ? "-" : config.c_str(), stages.empty() ? "all" : stages.c_str(),
                 mark.c_str());
   }
   for (auto& u : s.at("unserved").as_array())
