@@ -4,6 +4,9 @@
 
 #include <boost/json.hpp>
 
+#include <set>
+#include <string>
+
 namespace spool::store {
 
 namespace json = boost::json;
@@ -77,15 +80,33 @@ json::value queue_status(pg::connection& conn) {
     channels.push_back(json::object{{"channel_id", ch.str(i, 0)}, {"ready", ch.i64(i, 1)}});
   out["channels"] = std::move(channels);
 
+  // A worker is live while it is not stopped and its last heartbeat is
+  // within its lease; otherwise its leases may already have been rescued.
   json::array workers;
+  std::set<std::string> served; // stages some live worker serves
+  bool serves_all = false;      // a live worker that did not say (no stages)
   auto ws = conn.exec(
     "SELECT id, host, pid, config_version, "
     "to_char(last_heartbeat AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
     "extract(epoch FROM now() - last_heartbeat)::float8, stopped_at IS NOT NULL, "
-    "(SELECT count(*) FROM stage_runs r WHERE r.state = 'running' AND r.lease_owner = w.id) "
-    "FROM workers w ORDER BY stopped_at IS NOT NULL, last_heartbeat DESC LIMIT 100",
+    "(SELECT count(*) FROM stage_runs r WHERE r.state = 'running' AND r.lease_owner = w.id), "
+    "CASE WHEN stopped_at IS NOT NULL THEN 'stopped' "
+    "  WHEN last_heartbeat > now() - lease_ms * interval '1 millisecond' THEN 'live' "
+    "  ELSE 'stale' END, "
+    "array_to_json(stages)::text, lease_ms "
+    "FROM workers w "
+    "ORDER BY stopped_at IS NOT NULL, "
+    "  last_heartbeat <= now() - lease_ms * interval '1 millisecond', "
+    "  last_heartbeat DESC LIMIT 100",
     {}, "listing workers");
-  for (int i = 0; i < ws.rows(); ++i)
+  for (int i = 0; i < ws.rows(); ++i) {
+    auto state = ws.str(i, 8);
+    auto stages = json::parse(ws.text(i, 9));
+    if (state == "live") {
+      serves_all = serves_all || stages.as_array().empty();
+      for (auto& st : stages.as_array())
+        served.insert(std::string{st.as_string()});
+    }
     workers.push_back(json::object{{"id", ws.str(i, 0)},
                                    {"host", ws.str(i, 1)},
                                    {"pid", ws.i64(i, 2)},
@@ -93,7 +114,37 @@ json::value queue_status(pg::connection& conn) {
                                    {"last_heartbeat", ws.str(i, 4)},
                                    {"heartbeat_age_s", ws.f64(i, 5)},
                                    {"stopped", ws.boolean(i, 6)},
-                                   {"running", ws.i64(i, 7)}});
+                                   {"running", ws.i64(i, 7)},
+                                   {"state", state},
+                                   {"stale", state == "stale"},
+                                   {"stages", std::move(stages)},
+                                   {"lease_ms", ws.i64(i, 10)}});
+  }
+  // Workers beyond the 100 listed still count as serving their stages.
+  if (ws.rows() == 100 && !serves_all) {
+    auto more = conn.exec(
+      "SELECT DISTINCT unnest(CASE WHEN cardinality(stages) = 0 THEN ARRAY['*'] "
+      "  ELSE stages END) FROM workers "
+      "WHERE stopped_at IS NULL AND last_heartbeat > now() - lease_ms * interval '1 millisecond'",
+      {}, "listing served stages");
+    for (int i = 0; i < more.rows(); ++i) {
+      serves_all = serves_all || more.text(i, 0) == "*";
+      served.insert(more.str(i, 0));
+    }
+  }
+
+  // Ready runs no live worker will claim: a stage nobody runs, or every
+  // worker of it gone.
+  json::array unserved;
+  if (!serves_all) {
+    for (auto& [stage, counts] : out["stages"].as_object()) {
+      auto* ready = counts.as_object().if_contains("ready");
+      if (ready == nullptr || ready->as_int64() == 0 || served.count(std::string{stage}))
+        continue;
+      unserved.push_back(json::object{{"stage", stage}, {"ready", ready->as_int64()}});
+    }
+  }
+  out["unserved"] = std::move(unserved);
   out["workers"] = std::move(workers);
   return out;
 }

@@ -9,6 +9,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <unistd.h>
 
@@ -114,4 +115,299 @@ TEST_CASE("config check lists every problem with its path", "[cli][config]") {
   CHECK_THAT(res.out, Catch::Contains("duplicate"));
   auto ok = run_spool({"config", "check", "config/spool.json"});
   CHECK(ok.exit_code == 0);
+}
+
+// -- bad input never reaches PostgreSQL ---------------------------------------------
+
+namespace {
+
+/// An environment whose database cannot be reached: a command that gets
+/// past input validation fails with exit 1, so exit 2 proves it stopped at
+/// the input.
+const std::map<std::string, std::string> no_database{
+  {"SPOOL_DATABASE_URL", "postgresql://127.0.0.1:1/unreachable"}};
+
+test::cli_result enqueue_lines(const std::string& lines,
+                               const std::map<std::string, std::string>& env = no_database) {
+  return run_spool({"enqueue", "--file", "-"}, env, lines);
+}
+
+} // namespace
+
+TEST_CASE("an estimated_cost beyond 1000000 is refused before the database", "[cli][enqueue]") {
+  auto res = enqueue_lines("{\"channel_id\":\"A\",\"estimated_cost\":1e8}\n"
+                           "{\"channel_id\":\"B\",\"estimated_cost\":-1}\n"
+                           "{\"channel_id\":\"C\",\"estimated_cost\":\"5\"}\n");
+  CHECK(res.exit_code == 2);
+  CHECK_THAT(res.err, Catch::Contains("line 1: estimated_cost: must be from 0 to 1000000, got 1e+08"));
+  CHECK_THAT(res.err, Catch::Contains("line 2: estimated_cost: must be from 0 to 1000000, got -1"));
+  CHECK_THAT(res.err, Catch::Contains("line 3: estimated_cost: must be a number"));
+  CHECK_THAT(res.err, !Catch::Contains("unreachable"));
+}
+
+TEST_CASE("the largest allowed estimated_cost is stored", "[cli][enqueue][db]") {
+  test::fresh_database db;
+  auto res = enqueue_lines("{\"channel_id\":\"A\",\"estimated_cost\":1000000}\n",
+                           {{"SPOOL_DATABASE_URL", db.url()}});
+  REQUIRE(res.exit_code == 0);
+  pg::connection conn{db.url()};
+  CHECK(conn.exec("SELECT estimated_cost::float8 FROM tasks").f64(0, 0) == 1000000.0);
+}
+
+TEST_CASE("U+0000 in a payload key or string is refused with its path", "[cli][enqueue]") {
+  auto res = enqueue_lines(
+    "{\"channel_id\":\"A\",\"payload\":{\"title\":\"a\\u0000b\"}}\n"
+    "{\"channel_id\":\"A\",\"payload\":{\"k\\u0000\":1}}\n"
+    "{\"channel_id\":\"A\",\"payload\":{\"scenes\":[{\"prompt\":\"ok\"},{\"prompt\":\"\\u0000\"}]}}\n"
+    "{\"channel_id\":\"A\",\"client_id\":\"x\\u0000\"}\n");
+  CHECK(res.exit_code == 2);
+  CHECK_THAT(res.err, Catch::Contains("line 1: payload.title: contains U+0000"));
+  CHECK_THAT(res.err, Catch::Contains("line 2: payload.k\\u0000: contains U+0000"));
+  CHECK_THAT(res.err, Catch::Contains("line 3: payload.scenes[1].prompt: contains U+0000"));
+  CHECK_THAT(res.err, Catch::Contains("line 4: client_id: contains U+0000"));
+
+  auto flag = run_spool({"enqueue", "--channel", "A", "--payload", R"({"t":"\u0000"})"},
+                        no_database);
+  CHECK(flag.exit_code == 2);
+  CHECK_THAT(flag.err, Catch::Contains("payload.t: contains U+0000"));
+}
+
+TEST_CASE("duplicate keys in a JSONL line are refused", "[cli][enqueue]") {
+  auto res = enqueue_lines("{\"channel_id\":\"A\",\"channel_id\":\"B\"}\n"
+                           "{\"channel_id\":\"A\",\"payload\":{\"title\":\"x\",\"title\":\"y\"}}\n"
+                           "{\"channel_id\":\"A\",\"payload\":{\"a\":{\"b\":1},\"c\":{\"b\":2}}}\n");
+  CHECK(res.exit_code == 2);
+  CHECK_THAT(res.err, Catch::Contains("line 1: channel_id: duplicate key"));
+  CHECK_THAT(res.err, Catch::Contains("line 2: payload.title: duplicate key"));
+  // The same key in two different objects is fine.
+  CHECK_THAT(res.err, !Catch::Contains("line 3"));
+
+  auto flag = run_spool({"enqueue", "--channel", "A", "--payload", R"({"t":1,"t":2})"},
+                        no_database);
+  CHECK(flag.exit_code == 2);
+  CHECK_THAT(flag.err, Catch::Contains("payload.t: duplicate key"));
+}
+
+TEST_CASE("enqueue --file on a directory, a missing file or an empty file is an error",
+          "[cli][enqueue]") {
+  auto dir = std::filesystem::temp_directory_path()
+             / ("spool_enqueue_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  auto on_dir = run_spool({"enqueue", "--file", dir.string()}, no_database);
+  CHECK(on_dir.exit_code == 2);
+  CHECK_THAT(on_dir.err, Catch::Contains("--file") && Catch::Contains("is a directory"));
+
+  auto empty = dir / "empty.jsonl";
+  std::ofstream{empty} << "";
+  auto on_empty = run_spool({"enqueue", "--file", empty.string()}, no_database);
+  CHECK(on_empty.exit_code == 2);
+  CHECK_THAT(on_empty.err, Catch::Contains("has no videos"));
+
+  auto blank = dir / "blank.jsonl";
+  std::ofstream{blank} << "\n  \n";
+  CHECK(run_spool({"enqueue", "--file", blank.string()}, no_database).exit_code == 2);
+
+  auto missing = run_spool({"enqueue", "--file", (dir / "nope.jsonl").string()}, no_database);
+  CHECK(missing.exit_code == 2);
+  CHECK_THAT(missing.err, Catch::Contains("does not exist"));
+
+  auto on_stdin = run_spool({"enqueue", "--file", "-"}, no_database, "");
+  CHECK(on_stdin.exit_code == 2);
+  CHECK_THAT(on_stdin.err, Catch::Contains("standard input has no videos"));
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("a huge bad value is quoted in part, never echoed whole", "[cli][enqueue]") {
+  std::string huge(5 << 20, 'x');
+  huge[10] = ' '; // not a channel id
+  auto res = enqueue_lines("{\"channel_id\":\"" + huge + "\",\"priority\":\"" + huge
+                           + "\",\"" + huge + "\":1}\n");
+  CHECK(res.exit_code == 2);
+  CHECK_THAT(res.err, Catch::Contains("line 1: channel_id: 'xxxxxxxxxx xxx"));
+  CHECK_THAT(res.err, Catch::Contains("(5242880 bytes)"));
+  CHECK_THAT(res.err, Catch::Contains("line 1: priority:"));
+  CHECK_THAT(res.err, Catch::Contains("unknown field"));
+  CHECK(res.err.size() < 2000);
+
+  auto flag = run_spool({"enqueue", "--channel", huge.substr(0, 100000)}, no_database);
+  CHECK(flag.exit_code == 2);
+  CHECK(flag.err.size() < 2000);
+}
+
+TEST_CASE("a payload over 1 MiB is refused", "[cli][enqueue]") {
+  std::string big(1 << 20, 'p');
+  auto res = enqueue_lines("{\"channel_id\":\"A\",\"payload\":{\"script\":\"" + big + "\"}}\n");
+  CHECK(res.exit_code == 2);
+  CHECK_THAT(res.err, Catch::Contains("line 1: payload: is 1048589 bytes of JSON; at most "
+                                      "1048576 (1 MiB) per task"));
+  CHECK(res.err.size() < 2000);
+  // --payload cannot carry 1 MiB (the kernel caps one argument at 128 KiB),
+  // but the flag path applies the same rule.
+  try {
+    store::make_task("A", "normal", "", "", "{\"script\":\"" + big + "\"}");
+    FAIL("accepted");
+  } catch (const store::input_error& e) {
+    CHECK_THAT(e.what(), Catch::Contains("payload: is 1048589 bytes"));
+  }
+}
+
+TEST_CASE("a payload just under 1 MiB is accepted", "[cli][enqueue][db]") {
+  test::fresh_database db;
+  std::string big((1 << 20) - 20, 'p');
+  auto res = enqueue_lines("{\"channel_id\":\"A\",\"payload\":{\"script\":\"" + big + "\"}}\n",
+                           {{"SPOOL_DATABASE_URL", db.url()}});
+  CHECK(res.exit_code == 0);
+}
+
+TEST_CASE("many bad lines are listed up to a limit and counted", "[cli][enqueue]") {
+  std::string lines;
+  for (int i = 0; i < 50; ++i)
+    lines += "{\"channel_id\":\"A\",\"priority\":\"urgent\"}\n";
+  auto res = enqueue_lines(lines);
+  CHECK(res.exit_code == 2);
+  CHECK_THAT(res.err, Catch::Contains("line 20: priority") && !Catch::Contains("line 21:"));
+  CHECK_THAT(res.err, Catch::Contains("and 30 more problem(s)"));
+}
+
+// -- which database ---------------------------------------------------------------
+
+namespace {
+
+/// The shipped config with database_url set, as a temporary file.
+std::string config_with_database(const std::string& url) {
+  std::ifstream in{SPOOL_SOURCE_DIR "/config/spool.json"};
+  std::stringstream text;
+  text << in.rdbuf();
+  auto cfg = boost::json::parse(text.str()).as_object();
+  cfg["database_url"] = url;
+  return test::temp_file(boost::json::serialize(cfg));
+}
+
+} // namespace
+
+TEST_CASE("a --database-url wins over SPOOL_DATABASE_URL, which wins over the config",
+          "[cli][db]") {
+  test::fresh_database db;
+  const std::string bad = "postgresql://nobody:secret@127.0.0.1:1/unreachable";
+  auto cfg = config_with_database(db.url());
+
+  // The config's database_url when nothing else is set.
+  auto from_config = run_spool({"--log-level", "debug", "enqueue", "--config", cfg,
+                                "--channel", "A"},
+                               {{"SPOOL_DATABASE_URL", "<unset>"}});
+  CHECK(from_config.exit_code == 0);
+  CHECK_THAT(from_config.err, Catch::Contains("(from the config's database_url)"));
+
+  // SPOOL_DATABASE_URL over the config.
+  auto from_env = run_spool({"enqueue", "--config", cfg, "--channel", "A"},
+                            {{"SPOOL_DATABASE_URL", bad}});
+  CHECK(from_env.exit_code == 1);
+  CHECK_THAT(from_env.err, Catch::Contains("127.0.0.1:1/unreachable"));
+
+  // --database-url over both; the debug line names it, password redacted.
+  auto from_flag = run_spool({"--log-level", "debug", "--database-url", db.url(), "enqueue",
+                              "--config", cfg, "--channel", "A"},
+                             {{"SPOOL_DATABASE_URL", bad}});
+  CHECK(from_flag.exit_code == 0);
+  CHECK_THAT(from_flag.err, Catch::Contains("(from --database-url)"));
+  pg::connection conn{db.url()};
+  CHECK(conn.exec("SELECT count(*) FROM tasks").i64(0, 0) == 2);
+
+  auto flag_bad = run_spool({"--log-level", "debug", "--database-url", bad, "status"},
+                            {{"SPOOL_DATABASE_URL", db.url()}});
+  CHECK(flag_bad.exit_code == 1);
+  CHECK_THAT(flag_bad.err, Catch::Contains("nobody:***@127.0.0.1:1"));
+  CHECK_THAT(flag_bad.err, !Catch::Contains("secret"));
+  std::filesystem::remove(cfg);
+}
+
+TEST_CASE("every subcommand follows --database-url", "[cli]") {
+  const std::string url = "postgresql://127.0.0.1:1/flag";
+  auto printed = run_spool({"--database-url", url, "db", "url"},
+                           {{"SPOOL_DATABASE_URL", "postgresql://127.0.0.1:1/env"}});
+  CHECK(printed.exit_code == 0);
+  CHECK(printed.out == url + "\n");
+  auto env = run_spool({"db", "url"}, {{"SPOOL_DATABASE_URL", "postgresql://127.0.0.1:1/env"}});
+  CHECK(env.out == "postgresql://127.0.0.1:1/env\n");
+  for (std::vector<std::string> cmd :
+       {std::vector<std::string>{"migrate", "status"}, {"status"}, {"task", "show", "1"},
+        {"priority", "1", "high"}, {"cancel", "1"}, {"enqueue", "--channel", "A"}}) {
+    std::vector<std::string> args{"--database-url", url};
+    args.insert(args.end(), cmd.begin(), cmd.end());
+    auto res = run_spool(args, {{"SPOOL_DATABASE_URL", "postgresql://127.0.0.1:1/env"}});
+    INFO(cmd.front());
+    CHECK(res.exit_code == 1);
+    CHECK_THAT(res.err, Catch::Contains("127.0.0.1:1/flag"));
+  }
+  auto empty = run_spool({"--database-url", "", "status"});
+  CHECK(empty.exit_code == 2);
+  CHECK_THAT(empty.err, Catch::Contains("--database-url: must not be empty"));
+}
+
+// -- status: stale workers and unserved stages ----------------------------------------
+
+namespace {
+
+void add_worker(pg::connection& conn, const std::string& id, const std::string& stages,
+                const std::string& heartbeat_age, bool stopped = false) {
+  conn.exec("INSERT INTO workers (id, host, pid, last_heartbeat, stages, lease_ms, stopped_at) "
+            "VALUES ($1, 'testhost', 42, now() - $2::interval, $3::text[], 30000, "
+            "CASE WHEN $4 THEN now() END)",
+            {id, heartbeat_age, stages, stopped ? "true" : "false"});
+}
+
+} // namespace
+
+TEST_CASE("status marks dead workers stale and warns about stages no live worker serves",
+          "[cli][db][status]") {
+  test::fresh_database db;
+  std::map<std::string, std::string> env{{"SPOOL_DATABASE_URL", db.url()}};
+  REQUIRE(run_spool({"enqueue", "--channel", "A"}, env).exit_code == 0);
+  REQUIRE(run_spool({"enqueue", "--channel", "B"}, env).exit_code == 0);
+  pg::connection conn{db.url()};
+  add_worker(conn, "w-live-video", "{video_gen}", "1 second");
+  add_worker(conn, "w-dead-assets", "{asset_gen}", "192 seconds");
+  add_worker(conn, "w-stopped", "{asset_gen}", "1 second", true);
+
+  auto text = run_spool({"status"}, env);
+  REQUIRE(text.exit_code == 0);
+  CHECK_THAT(text.out, Catch::Contains("w-dead-assets") && Catch::Contains("stale, no heartbeat for 3m1"));
+  CHECK_THAT(text.out, Catch::Contains("w-stopped") && Catch::Contains("(stopped)"));
+  CHECK_THAT(text.out, Catch::Contains("warning: 2 ready asset_gen run(s), but no live worker "
+                                       "serves asset_gen"));
+
+  auto js = run_spool({"status", "--json"}, env);
+  REQUIRE(js.exit_code == 0);
+  auto s = boost::json::parse(js.out).as_object();
+  std::map<std::string, std::string> state;
+  for (auto& w : s.at("workers").as_array())
+    state[std::string{w.at("id").as_string()}] = std::string{w.at("state").as_string()};
+  CHECK(state == std::map<std::string, std::string>{{"w-live-video", "live"},
+                                                    {"w-dead-assets", "stale"},
+                                                    {"w-stopped", "stopped"}});
+  CHECK(s.at("workers").at(0).at("id") == "w-live-video"); // live ones first
+  auto& unserved = s.at("unserved").as_array();
+  REQUIRE(unserved.size() == 1);
+  CHECK(unserved[0].at("stage") == "asset_gen");
+  CHECK(unserved[0].at("ready") == 2);
+
+  // A live worker for asset_gen ends the warning.
+  add_worker(conn, "w-live-assets", "{asset_gen,narration}", "2 seconds");
+  auto after = run_spool({"status", "--json"}, env);
+  REQUIRE(after.exit_code == 0);
+  CHECK(boost::json::parse(after.out).at("unserved").as_array().empty());
+  CHECK_THAT(run_spool({"status"}, env).out, !Catch::Contains("warning:"));
+}
+
+TEST_CASE("status counts a live worker without registered stages as serving all",
+          "[cli][db][status]") {
+  test::fresh_database db;
+  std::map<std::string, std::string> env{{"SPOOL_DATABASE_URL", db.url()}};
+  REQUIRE(run_spool({"enqueue", "--channel", "A"}, env).exit_code == 0);
+  pg::connection conn{db.url()};
+  auto before = boost::json::parse(run_spool({"status", "--json"}, env).out);
+  CHECK(before.at("unserved").as_array().size() == 1); // no worker at all
+  add_worker(conn, "w-any", "{}", "1 second");
+  auto after = boost::json::parse(run_spool({"status", "--json"}, env).out);
+  CHECK(after.at("unserved").as_array().empty());
 }

@@ -1,10 +1,8 @@
-// spool config check FILE: validate a whole configuration file.
+// spool config check FILE, and loading configs for the other commands.
 
-#include "runtime/cli/commands.hpp"
+#include "cli/commands.hpp"
 #include "runtime/config/config.hpp"
 #include "runtime/local_db.hpp"
-
-#include <CLI/CLI.hpp>
 
 #include <filesystem>
 #include <iostream>
@@ -39,27 +37,18 @@ std::vector<store::pipeline_stage> pipeline_of(const config::snapshot& cfg) {
   return out;
 }
 
-void add_config_commands(CLI::App& app, context& ctx) {
-  auto cfg = app.add_subcommand("config", "Validate configuration files");
-  cfg->require_subcommand(1);
-  auto check = cfg->add_subcommand("check", "Validate a whole config file; print every problem");
-  auto file = std::make_shared<std::string>();
-  check->add_option("FILE", *file, "The JSON config file")->required();
-  check->callback([&ctx, file] {
-    ctx.action = [file] {
-      auto path = resolve_config_path(*file);
-      auto res = config::load_file(path);
-      if (!res.ok()) {
-        for (auto& p : res.problems)
-          std::cout << config::to_string(p) << "\n";
-        std::cout << path << ": " << res.problems.size() << " problem(s)\n";
-        return 1;
-      }
-      std::cout << path << ": ok (" << res.config->stages.size() << " stages, version "
-                << res.config->version << ")\n";
-      return 0;
-    };
-  });
+int config_check(const std::string& file) {
+  auto path = resolve_config_path(file);
+  auto res = config::load_file(path);
+  if (!res.ok()) {
+    for (auto& p : res.problems)
+      std::cout << config::to_string(p) << "\n";
+    std::cout << path << ": " << res.problems.size() << " problem(s)\n";
+    return 1;
+  }
+  std::cout << path << ": ok (" << res.config->stages.size() << " stages, version "
+            << res.config->version << ")\n";
+  return 0;
 }
 
 } // namespace spool::cli

@@ -3,13 +3,12 @@
 // worker until everything finished, shows live progress, and summarizes.
 
 #include "actors/worker.hpp"
-#include "runtime/cli/commands.hpp"
+#include "cli/commands.hpp"
 #include "runtime/config/config.hpp"
 #include "runtime/migrations.hpp"
 #include "runtime/pg/connection.hpp"
 #include "runtime/store/store.hpp"
 
-#include <CLI/CLI.hpp>
 #include <boost/json.hpp>
 #include <spdlog/spdlog.h>
 
@@ -30,15 +29,6 @@ namespace json = boost::json;
 using namespace std::chrono_literals;
 
 namespace {
-
-struct demo_options {
-  std::string config = "config/demo.json";
-  int videos = 24;
-  int channels = 4;
-  bool simulate = false;
-  bool keep = false;
-  std::string data_dir;
-};
 
 // -- what to make ----------------------------------------------------------------
 
@@ -248,7 +238,9 @@ void tidy(const std::string& data_dir, const std::vector<int64_t>& ids) {
   }
 }
 
-int run_demo(const demo_options& o) {
+} // namespace
+
+int demo(const global_options& g, const demo_options& o) {
   if (o.videos < 1 || o.videos > 10'000)
     throw std::invalid_argument("--videos: must be 1..10000");
   if (o.channels < 1 || o.channels > 1'000)
@@ -259,7 +251,7 @@ int run_demo(const demo_options& o) {
     spdlog::set_level(spdlog::level::warn);
   auto real = load_config(o.config);
   auto cfg = o.simulate ? simulated(*real) : real;
-  auto url = database_url_for(*cfg);
+  auto url = database_url(g, cfg.get());
   pg::connection conn{url};
   migrator{conn, builtin_migrations()}.up();
 
@@ -337,23 +329,6 @@ int run_demo(const demo_options& o) {
   if (worker_code != 0)
     return worker_code;
   return read_counts(watch, ids_param).finished == o.videos ? 0 : 1;
-}
-
-} // namespace
-
-void add_demo_command(CLI::App& app, context& ctx) {
-  auto o = std::make_shared<demo_options>();
-  auto demo = app.add_subcommand("demo", "Make real videos through the shipped pipeline, "
-                                         "with live progress");
-  demo->add_option("--videos", o->videos, "How many videos")->capture_default_str();
-  demo->add_option("--channels", o->channels, "Spread over this many channels")
-    ->capture_default_str();
-  demo->add_flag("--simulate", o->simulate,
-                 "Same DAG with the simulate executor and injected failures");
-  demo->add_flag("--keep", o->keep, "Keep intermediate media (frames, clips, audio)");
-  demo->add_option("--config", o->config, "Pipeline config")->capture_default_str();
-  demo->add_option("--data-dir", o->data_dir, "Where media goes (default: the config's)");
-  demo->callback([&ctx, o] { ctx.action = [o] { return run_demo(*o); }; });
 }
 
 } // namespace spool::cli

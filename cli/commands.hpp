@@ -1,0 +1,142 @@
+#pragma once
+// The spool command line. cli/main.cpp is the only file that knows CLI11: it
+// declares every subcommand and option, fills the plain option structs below,
+// and calls the matching function. Each function returns the exit code and
+// throws for errors, which main() turns into one line:
+//   std::invalid_argument, store::input_error -> exit 2 (bad input)
+//   anything else (pg::error, migration_error) -> exit 1
+// cli/ sits on top: it uses runtime/ (no CAF) and actors/ (through
+// actors/worker.hpp, which has no CAF in it either).
+
+#include "runtime/store/store.hpp"
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace spool::config {
+struct snapshot;
+}
+
+namespace spool::cli {
+
+// -- options every subcommand shares -------------------------------------------
+
+struct global_options {
+  /// trace, debug, info, warn, error, critical or off. Defaults to info.
+  std::string log_level = "info";
+  /// text, or json (one object a line). Defaults to text.
+  std::string log_format = "text";
+  /// --database-url: wins over every other source (see database_url).
+  std::optional<std::string> database_url;
+};
+
+// -- which database -------------------------------------------------------------
+
+/// Where a database URL came from.
+enum class url_source { option, environment, config, managed };
+
+/// "--database-url", "SPOOL_DATABASE_URL", "the config's database_url" or
+/// "the managed local cluster".
+const char* to_string(url_source s) noexcept;
+
+/// The one rule every subcommand follows: --database-url, then
+/// $SPOOL_DATABASE_URL (when set and non-empty), then the config's
+/// database_url (when the command has a config and it is non-empty), then
+/// the managed local cluster, started on demand. Logs at debug level which
+/// source it used, with the password redacted. Throws std::invalid_argument
+/// for an empty --database-url.
+std::string database_url(const global_options& g, const config::snapshot* cfg = nullptr);
+
+/// The same choice without side effects (the managed cluster is neither
+/// started nor asked for its URL: `url` is empty for it).
+struct url_choice {
+  url_source source = url_source::managed;
+  std::string url;
+};
+url_choice choose_database_url(const global_options& g, const config::snapshot* cfg,
+                               const char* env);
+
+// -- config helpers ------------------------------------------------------------
+
+/// `path` as given when it exists, else relative to the Spool home (so the
+/// shipped config/spool.json is found from any directory).
+std::string resolve_config_path(const std::string& path);
+/// Loads and validates a config file; throws std::invalid_argument listing
+/// every problem as "path: message".
+std::shared_ptr<const config::snapshot> load_config(const std::string& path);
+/// The queue's view of the configured pipeline.
+std::vector<store::pipeline_stage> pipeline_of(const config::snapshot& cfg);
+/// The config's data_dir made absolute (against the working directory) and
+/// created.
+std::string data_dir_for(const config::snapshot& cfg);
+
+// -- spool db start|stop|status|url ----------------------------------------------
+
+int db_start();
+int db_stop();
+/// Exit 0 when the cluster runs, 3 when it does not.
+int db_status();
+/// Prints the URL the other commands would use.
+int db_url(const global_options& g);
+
+// -- spool migrate ----------------------------------------------------------------
+
+struct migrate_options {
+  /// Empty: the migrations compiled into the binary.
+  std::string dir;
+  /// up: stop after this version; -1 for all.
+  int64_t to = -1;
+  /// down: how many to revert.
+  int64_t steps = 1;
+};
+int migrate_up(const global_options& g, const migrate_options& o);
+int migrate_down(const global_options& g, const migrate_options& o);
+int migrate_status(const global_options& g, const migrate_options& o);
+
+// -- spool config check ------------------------------------------------------------
+
+int config_check(const std::string& file);
+
+// -- queue commands ------------------------------------------------------------------
+
+struct enqueue_options {
+  std::string config = "config/spool.json";
+  std::string channel;
+  std::string priority = "normal";
+  std::string client;
+  std::string campaign;
+  std::string payload = "{}";
+  std::string idempotency_key;
+  /// JSONL file, or "-" for stdin; empty: one video from the flags.
+  std::string file;
+};
+int enqueue(const global_options& g, const enqueue_options& o);
+
+int task_show(const global_options& g, int64_t id, bool json);
+int set_priority(const global_options& g, int64_t id, const std::string& priority);
+int cancel(const global_options& g, int64_t id);
+int status(const global_options& g, bool json);
+
+// -- spool run and spool demo ---------------------------------------------------------
+
+struct run_options {
+  std::string config = "config/spool.json";
+  bool exit_when_idle = false;
+};
+int run(const global_options& g, const run_options& o);
+
+struct demo_options {
+  std::string config = "config/demo.json";
+  int videos = 24;
+  int channels = 4;
+  bool simulate = false;
+  bool keep = false;
+  /// Empty: the config's data_dir.
+  std::string data_dir;
+};
+int demo(const global_options& g, const demo_options& o);
+
+} // namespace spool::cli

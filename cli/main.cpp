@@ -1,0 +1,214 @@
+// spool: the one binary. This is the only file that includes CLI11 (the
+// heaviest header we use): it declares every subcommand and its options into
+// the plain option structs of cli/commands.hpp and runs the chosen command.
+
+#include "cli/commands.hpp"
+#include "runtime/logging.hpp"
+#include "runtime/store/task_input.hpp"
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+#include <iostream>
+
+namespace {
+
+using namespace spool;
+using namespace spool::cli;
+
+/// What the chosen subcommand does; returns the exit code.
+using action = std::function<int()>;
+
+/// Stores `fn` as the action when `sub` is the subcommand given.
+void on_run(CLI::App* sub, action& slot, action fn) {
+  sub->callback([&slot, fn = std::move(fn)] { slot = fn; });
+}
+
+void add_db_commands(CLI::App& app, action& act, const global_options& g) {
+  auto db = app.add_subcommand("db", "Manage the local PostgreSQL cluster under .spool/pg");
+  db->require_subcommand(1);
+  on_run(db->add_subcommand("start", "Initialize (first time) and start the cluster; idempotent"),
+         act, db_start);
+  on_run(db->add_subcommand("stop", "Stop the cluster (fast shutdown)"), act, db_stop);
+  on_run(db->add_subcommand("status", "Say whether the cluster runs, where, and its URL"), act,
+         db_status);
+  on_run(db->add_subcommand("url", "Print the libpq URL of the database commands use"), act,
+         [&g] { return db_url(g); });
+}
+
+void add_migrate_commands(CLI::App& app, action& act, const global_options& g) {
+  auto o = std::make_shared<migrate_options>();
+  auto mig = app.add_subcommand("migrate", "Apply, revert or list schema migrations");
+  mig->require_subcommand(1);
+  mig->add_option("--dir", o->dir,
+                  "Read migrations from this directory instead of the built-in set");
+  auto up = mig->add_subcommand("up", "Apply pending migrations");
+  up->add_option("--to", o->to, "Stop after this version")->check(CLI::NonNegativeNumber);
+  on_run(up, act, [&g, o] { return migrate_up(g, *o); });
+  auto down = mig->add_subcommand("down", "Revert the last applied migrations");
+  down->add_option("--steps", o->steps, "How many to revert (default 1)")
+    ->check(CLI::PositiveNumber);
+  on_run(down, act, [&g, o] { return migrate_down(g, *o); });
+  on_run(mig->add_subcommand("status", "List migrations and whether each is applied"), act,
+         [&g, o] { return migrate_status(g, *o); });
+}
+
+void add_config_commands(CLI::App& app, action& act) {
+  auto cfg = app.add_subcommand("config", "Validate configuration files");
+  cfg->require_subcommand(1);
+  auto check = cfg->add_subcommand("check", "Validate a whole config file; print every problem");
+  auto file = std::make_shared<std::string>();
+  check->add_option("FILE", *file, "The JSON config file")->required();
+  on_run(check, act, [file] { return config_check(*file); });
+}
+
+void add_queue_commands(CLI::App& app, action& act, const global_options& g) {
+  auto eo = std::make_shared<enqueue_options>();
+  auto enq = app.add_subcommand("enqueue", "Queue videos: one from flags, or many from JSONL");
+  enq->add_option("--config", eo->config, "Pipeline config (stages)")->capture_default_str();
+  enq->add_option("--channel", eo->channel, "Channel id (e.g. UCxyz or @studio)");
+  enq->add_option("--priority", eo->priority, "high, normal or low")->capture_default_str();
+  enq->add_option("--client", eo->client, "Client id");
+  enq->add_option("--campaign", eo->campaign, "Campaign id");
+  enq->add_option("--payload", eo->payload, "Payload: a JSON object (at most 1 MiB)")
+    ->capture_default_str();
+  enq->add_option("--idempotency-key", eo->idempotency_key,
+                  "Enqueueing the same key again returns the existing task");
+  enq->add_option("--file", eo->file,
+                  "JSONL file (one video a line: channel_id, priority, client_id, campaign_id, "
+                  "payload, idempotency_key, estimated_cost); - for stdin");
+  on_run(enq, act, [&g, eo] { return enqueue(g, *eo); });
+
+  auto task = app.add_subcommand("task", "Inspect a task");
+  task->require_subcommand(1);
+  auto show = task->add_subcommand("show", "A task with every stage run and attempt");
+  auto show_id = std::make_shared<int64_t>(0);
+  auto show_json = std::make_shared<bool>(false);
+  show->add_option("ID", *show_id, "Task id")->required();
+  show->add_flag("--json", *show_json, "Print JSON");
+  on_run(show, act, [&g, show_id, show_json] { return task_show(g, *show_id, *show_json); });
+
+  auto prio = app.add_subcommand("priority", "Change a task's priority (unclaimed work follows)");
+  auto prio_id = std::make_shared<int64_t>(0);
+  auto prio_value = std::make_shared<std::string>();
+  prio->add_option("ID", *prio_id, "Task id")->required();
+  prio->add_option("PRIORITY", *prio_value, "high, normal or low")->required();
+  on_run(prio, act, [&g, prio_id, prio_value] { return set_priority(g, *prio_id, *prio_value); });
+
+  auto can = app.add_subcommand("cancel", "Cancel a task; running stages are told to stop");
+  auto cancel_id = std::make_shared<int64_t>(0);
+  can->add_option("ID", *cancel_id, "Task id")->required();
+  on_run(can, act, [&g, cancel_id] { return cancel(g, *cancel_id); });
+
+  auto st = app.add_subcommand("status", "Queue depth by stage and state, channels, workers");
+  auto status_json = std::make_shared<bool>(false);
+  st->add_flag("--json", *status_json, "Print JSON");
+  on_run(st, act, [&g, status_json] { return status(g, *status_json); });
+}
+
+void add_run_command(CLI::App& app, action& act, const global_options& g) {
+  auto o = std::make_shared<run_options>();
+  auto r = app.add_subcommand("run", "Run a worker: claim and execute stage runs");
+  r->add_option("--config", o->config, "Pipeline and worker config")->capture_default_str();
+  r->add_flag("--exit-when-idle", o->exit_when_idle,
+              "Exit 0 once no work is ready, running or waiting on a retry");
+  on_run(r, act, [&g, o] { return run(g, *o); });
+}
+
+void add_demo_command(CLI::App& app, action& act, const global_options& g) {
+  auto o = std::make_shared<demo_options>();
+  auto d = app.add_subcommand("demo", "Make real videos through the shipped pipeline, "
+                                      "with live progress");
+  d->add_option("--videos", o->videos, "How many videos")->capture_default_str();
+  d->add_option("--channels", o->channels, "Spread over this many channels")
+    ->capture_default_str();
+  d->add_flag("--simulate", o->simulate,
+              "Same DAG with the simulate executor and injected failures");
+  d->add_flag("--keep", o->keep, "Keep intermediate media (frames, clips, audio)");
+  d->add_option("--config", o->config, "Pipeline config")->capture_default_str();
+  d->add_option("--data-dir", o->data_dir, "Where media goes (default: the config's)");
+  on_run(d, act, [&g, o] { return demo(g, *o); });
+}
+
+/// Global options that take a value (skipped when looking for the
+/// subcommand's name).
+bool takes_value(const std::string& arg) {
+  return arg == "--log-level" || arg == "--log-format" || arg == "--database-url";
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Spool: a durable, rate-limit-aware runtime for media-generation "
+               "pipelines on PostgreSQL",
+               "spool"};
+  app.require_subcommand(1);
+  global_options g;
+  action act;
+  app.add_option("--log-level", g.log_level, "trace, debug, info, warn, error, critical or off")
+    ->capture_default_str();
+  app.add_option("--log-format", g.log_format, "text or json (one object a line)")
+    ->capture_default_str();
+  app.add_option("--database-url", g.database_url,
+                 "libpq URL of the database; wins over SPOOL_DATABASE_URL, then the config's "
+                 "database_url, then the managed local cluster");
+  add_db_commands(app, act, g);
+  add_migrate_commands(app, act, g);
+  add_config_commands(app, act);
+  add_queue_commands(app, act, g);
+  add_run_command(app, act, g);
+  add_demo_command(app, act, g);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    std::cout << app.help();
+    return 0;
+  } catch (const CLI::CallForAllHelp&) {
+    std::cout << app.help("", CLI::AppFormatMode::All);
+    return 0;
+  } catch (const CLI::ParseError& e) {
+    // Name an unknown subcommand: CLI11 only says one is required.
+    std::string unknown;
+    for (int i = 1; i < argc; ++i) {
+      std::string a = argv[i];
+      if (takes_value(a)) {
+        ++i;
+        continue;
+      }
+      if (a.rfind("-", 0) == 0)
+        continue;
+      bool known = false;
+      for (auto* s : app.get_subcommands({}))
+        known = known || s->check_name(a);
+      if (!known)
+        unknown = a;
+      break;
+    }
+    if (!unknown.empty())
+      std::cerr << "spool: unknown subcommand '" << unknown << "'\n";
+    else
+      std::cerr << "spool: " << e.what() << "\n";
+    // Usage of the subcommand the error is about, when there is one.
+    const CLI::App* sub = &app;
+    for (auto* s : app.get_subcommands())
+      for (sub = s; !sub->get_subcommands().empty();)
+        sub = sub->get_subcommands().front();
+    std::cerr << sub->help();
+    return 2;
+  }
+  try {
+    setup_logging(g.log_level, g.log_format);
+    return act ? act() : 0;
+  } catch (const std::invalid_argument& e) {
+    std::cerr << "spool: " << e.what() << "\n";
+    return 2;
+  } catch (const store::input_error& e) {
+    std::cerr << "spool: rejected, nothing was enqueued:\n" << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    // pg::error (with the redacted URL or SQLSTATE), migration_error, ...:
+    // one clear line.
+    std::cerr << "spool: " << e.what() << "\n";
+    return 1;
+  }
+}

@@ -1,0 +1,257 @@
+// spool enqueue | task show | priority | cancel | status
+
+#include "cli/commands.hpp"
+#include "runtime/config/config.hpp"
+#include "runtime/pg/connection.hpp"
+#include "runtime/store/inspect.hpp"
+#include "runtime/store/task_input.hpp"
+
+#include <boost/json.hpp>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+namespace spool::cli {
+
+namespace json = boost::json;
+
+namespace {
+
+std::string text_of(const json::value& v) {
+  if (v.is_string())
+    return std::string{v.as_string()};
+  if (v.is_null())
+    return "-";
+  if (v.is_double()) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.4f", v.as_double());
+    return buf;
+  }
+  return json::serialize(v);
+}
+
+/// "45s", "3m12s", "2h05m", "3d04h".
+std::string duration_text(double seconds) {
+  auto s = static_cast<long long>(seconds < 0 ? 0 : seconds);
+  char buf[32];
+  if (s < 60)
+    std::snprintf(buf, sizeof buf, "%llds", s);
+  else if (s < 3600)
+    std::snprintf(buf, sizeof buf, "%lldm%02llds", s / 60, s % 60);
+  else if (s < 86400)
+    std::snprintf(buf, sizeof buf, "%lldh%02lldm", s / 3600, s % 3600 / 60);
+  else
+    std::snprintf(buf, sizeof buf, "%lldd%02lldh", s / 86400, s % 86400 / 3600);
+  return buf;
+}
+
+void print_task(const json::object& t) {
+  std::printf("task %s  %s  channel %s  priority %s\n", text_of(t.at("id")).c_str(),
+              text_of(t.at("state")).c_str(), text_of(t.at("channel_id")).c_str(),
+              text_of(t.at("priority")).c_str());
+  std::printf("  client %s  campaign %s  cost %s (estimated %s)  retries %s\n",
+              text_of(t.at("client_id")).c_str(), text_of(t.at("campaign_id")).c_str(),
+              text_of(t.at("actual_cost")).c_str(), text_of(t.at("estimated_cost")).c_str(),
+              text_of(t.at("retry_count")).c_str());
+  if (!t.at("video_url").is_null())
+    std::printf("  video %s\n", text_of(t.at("video_url")).c_str());
+  if (!t.at("error_message").is_null())
+    std::printf("  error %s\n", text_of(t.at("error_message")).c_str());
+  std::printf("  payload %s\n", text_of(t.at("payload")).c_str());
+  std::printf("\n  %-12s %-10s %7s %6s  %s\n", "stage", "state", "attempt", "fails", "detail");
+  for (auto& rv : t.at("stage_runs").as_array()) {
+    auto& r = rv.as_object();
+    std::string detail;
+    if (!r.at("error_class").is_null())
+      detail = text_of(r.at("error_class")) + ": " + text_of(r.at("error_message"));
+    else if (!r.at("lease_owner").is_null())
+      detail = "held by " + text_of(r.at("lease_owner"));
+    else if (!r.at("output").is_null())
+      detail = text_of(r.at("output"));
+    if (detail.size() > 100)
+      detail = detail.substr(0, 97) + "...";
+    std::printf("  %-12s %-10s %7s %6s  %s\n", text_of(r.at("stage")).c_str(),
+                text_of(r.at("state")).c_str(), text_of(r.at("attempt")).c_str(),
+                text_of(r.at("failed_attempts")).c_str(), detail.c_str());
+  }
+  auto& attempts = t.at("attempts").as_array();
+  if (!attempts.empty()) {
+    std::printf("\n  %-12s %7s %-10s %8s  %s\n", "stage", "attempt", "outcome", "seconds",
+                "worker");
+    for (auto& av : attempts) {
+      auto& a = av.as_object();
+      char secs[32];
+      std::snprintf(secs, sizeof secs, "%.2f", a.at("seconds").to_number<double>());
+      std::printf("  %-12s %7s %-10s %8s  %s\n", text_of(a.at("stage")).c_str(),
+                  text_of(a.at("attempt")).c_str(),
+                  a.at("outcome").is_null() ? "running" : text_of(a.at("outcome")).c_str(),
+                  secs, text_of(a.at("worker_id")).c_str());
+    }
+  }
+}
+
+void print_status(const json::object& s) {
+  static const char* states[] = {"blocked", "scheduled", "ready",   "running",
+                                 "done",    "failed",    "skipped", "cancelled"};
+  std::printf("%-12s", "stage");
+  for (auto st : states)
+    std::printf(" %9s", st);
+  std::printf("\n");
+  for (auto& [stage, counts] : s.at("stages").as_object()) {
+    std::printf("%-12s", std::string{stage}.c_str());
+    for (auto st : states) {
+      auto* v = counts.as_object().if_contains(st);
+      std::printf(" %9lld", v ? static_cast<long long>(v->as_int64()) : 0LL);
+    }
+    std::printf("\n");
+  }
+  std::printf("\ntasks:");
+  for (auto& [state, n] : s.at("tasks").as_object())
+    std::printf(" %s %lld", std::string{state}.c_str(), static_cast<long long>(n.as_int64()));
+  std::printf("\nready by channel:");
+  int shown = 0;
+  for (auto& c : s.at("channels").as_array()) {
+    if (++shown > 20) {
+      std::printf(" ...");
+      break;
+    }
+    std::printf(" %s %lld", text_of(c.at("channel_id")).c_str(),
+                static_cast<long long>(c.at("ready").as_int64()));
+  }
+  std::printf("\nworkers:\n");
+  for (auto& wv : s.at("workers").as_array()) {
+    auto& w = wv.as_object();
+    auto age = w.at("heartbeat_age_s").to_number<double>();
+    auto state = text_of(w.at("state"));
+    std::string mark;
+    if (state == "stale")
+      mark = "  (stale, no heartbeat for " + duration_text(age) + ")";
+    else if (state == "stopped")
+      mark = "  (stopped)";
+    auto config = text_of(w.at("config_version"));
+    std::string stages;
+    for (auto& st : w.at("stages").as_array()) {
+      if (!stages.empty())
+        stages += ',';
+      stages += text_of(st);
+    }
+    std::printf("  %-32s %s pid %lld  running %lld  heartbeat %s ago  config %s  stages %s%s\n",
+                text_of(w.at("id")).c_str(), text_of(w.at("host")).c_str(),
+                static_cast<long long>(w.at("pid").as_int64()),
+                static_cast<long long>(w.at("running").as_int64()), duration_text(age).c_str(),
+                config.empty() ? "-" : config.c_str(), stages.empty() ? "all" : stages.c_str(),
+                mark.c_str());
+  }
+  for (auto& u : s.at("unserved").as_array())
+    std::printf("warning: %lld ready %s run(s), but no live worker serves %s\n",
+                static_cast<long long>(u.at("ready").as_int64()),
+                text_of(u.at("stage")).c_str(), text_of(u.at("stage")).c_str());
+}
+
+store::priority priority_arg(const std::string& s) {
+  if (auto p = store::parse_priority(s))
+    return *p;
+  throw std::invalid_argument("priority: '" + s + "' is not one of high, normal, low");
+}
+
+/// Opens --file: stdin for "-"; refuses what cannot hold videos.
+std::vector<store::new_task> read_tasks_file(const std::string& path) {
+  if (path == "-") {
+    auto tasks = store::parse_tasks_jsonl(std::cin);
+    if (tasks.empty())
+      throw std::invalid_argument("--file: standard input has no videos (it is empty)");
+    return tasks;
+  }
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  auto st = fs::status(path, ec);
+  if (ec || !fs::exists(st))
+    throw std::invalid_argument("--file: " + path + " does not exist");
+  if (fs::is_directory(st))
+    throw std::invalid_argument("--file: " + path + " is a directory, not a JSONL file");
+  std::ifstream file{path, std::ios::binary};
+  if (!file)
+    throw std::invalid_argument("--file: cannot read " + path);
+  auto tasks = store::parse_tasks_jsonl(file);
+  if (tasks.empty())
+    throw std::invalid_argument("--file: " + path + " has no videos (it is empty)");
+  return tasks;
+}
+
+} // namespace
+
+int enqueue(const global_options& g, const enqueue_options& o) {
+  std::vector<store::new_task> tasks;
+  if (!o.file.empty()) {
+    if (!o.channel.empty())
+      throw std::invalid_argument("--file and --channel cannot be combined");
+    tasks = read_tasks_file(o.file);
+  } else {
+    if (o.channel.empty())
+      throw std::invalid_argument("enqueue: give --channel (one video) or --file (JSONL)");
+    tasks.push_back(store::make_task(
+      o.channel, o.priority, o.client, o.campaign, o.payload,
+      o.idempotency_key.empty() ? std::nullopt : std::optional{o.idempotency_key}));
+  }
+  auto cfg = load_config(o.config);
+  pg::connection conn{database_url(g, cfg.get())};
+  store::store q{conn};
+  auto res = q.enqueue(tasks, pipeline_of(*cfg));
+  for (auto& r : res)
+    std::cout << r.task_id << (r.created ? "" : " (exists)") << "\n";
+  return 0;
+}
+
+int task_show(const global_options& g, int64_t id, bool as_json) {
+  pg::connection conn{database_url(g)};
+  auto t = store::task_detail(conn, id);
+  if (!t) {
+    std::cerr << "spool: no task " << id << "\n";
+    return 1;
+  }
+  if (as_json)
+    std::cout << json::serialize(*t) << "\n";
+  else
+    print_task(t->as_object());
+  return 0;
+}
+
+int set_priority(const global_options& g, int64_t id, const std::string& priority) {
+  auto p = priority_arg(priority);
+  pg::connection conn{database_url(g)};
+  if (!store::store{conn}.set_priority(id, p)) {
+    std::cerr << "spool: no task " << id << "\n";
+    return 1;
+  }
+  std::cout << "task " << id << " priority " << priority << "\n";
+  return 0;
+}
+
+int cancel(const global_options& g, int64_t id) {
+  pg::connection conn{database_url(g)};
+  if (!store::task_detail(conn, id)) {
+    std::cerr << "spool: no task " << id << "\n";
+    return 1;
+  }
+  auto runs = store::store{conn}.cancel(id);
+  size_t running = 0;
+  for (auto& r : runs)
+    running += r.was_running;
+  std::cout << "task " << id << " cancelled: " << runs.size() << " stage run(s), " << running
+            << " of them running (told to stop)\n";
+  return 0;
+}
+
+int status(const global_options& g, bool as_json) {
+  pg::connection conn{database_url(g)};
+  auto s = store::queue_status(conn);
+  if (as_json)
+    std::cout << json::serialize(s) << "\n";
+  else
+    print_status(s.as_object());
+  return 0;
+}
+
+} // namespace spool::cli
