@@ -281,10 +281,11 @@ int demo(const global_options& g, const demo_options& o) {
   std::printf("watch from another terminal: %s status\n\n",
               ec ? "spool" : self_path.string().c_str());
 
-  // The worker's signal thread handles Ctrl-C (drain) for the whole process.
+  // The worker's signal thread handles Ctrl-C (drain) and SIGHUP (ignored)
+  // for the whole process.
   sigset_t sigs;
   sigemptyset(&sigs);
-  for (int s : {SIGINT, SIGTERM, SIGUSR1})
+  for (int s : {SIGINT, SIGTERM, SIGHUP, SIGUSR1})
     sigaddset(&sigs, s);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   std::atomic<bool> finished{false};

@@ -60,7 +60,11 @@ void print_task(const json::object& t) {
   if (!t.at("error_message").is_null())
     std::printf("  error %s\n", text_of(t.at("error_message")).c_str());
   std::printf("  payload %s\n", text_of(t.at("payload")).c_str());
-  std::printf("\n  %-12s %-10s %7s %6s  %s\n", "stage", "state", "attempt", "fails", "detail");
+  // fails: attempts a provider could have seen that failed (the retry
+  // limit); lost: leases lost because a worker died or stalled (their own
+  // limit).
+  std::printf("\n  %-12s %-10s %7s %6s %5s  %s\n", "stage", "state", "attempt", "fails", "lost",
+              "detail");
   for (auto& rv : t.at("stage_runs").as_array()) {
     auto& r = rv.as_object();
     std::string detail;
@@ -72,9 +76,10 @@ void print_task(const json::object& t) {
       detail = text_of(r.at("output"));
     if (detail.size() > 100)
       detail = detail.substr(0, 97) + "...";
-    std::printf("  %-12s %-10s %7s %6s  %s\n", text_of(r.at("stage")).c_str(),
+    std::printf("  %-12s %-10s %7s %6s %5s  %s\n", text_of(r.at("stage")).c_str(),
                 text_of(r.at("state")).c_str(), text_of(r.at("attempt")).c_str(),
-                text_of(r.at("failed_attempts")).c_str(), detail.c_str());
+                text_of(r.at("failed_attempts")).c_str(), text_of(r.at("lost_attempts")).c_str(),
+                detail.c_str());
   }
   auto& attempts = t.at("attempts").as_array();
   if (!attempts.empty()) {

@@ -161,7 +161,8 @@ std::optional<json::value> task_detail(pg::connection& conn, int64_t task_id) {
     return std::nullopt;
   auto out = rows_json(task).at(0).as_object();
   auto runs = conn.query(
-    "SELECT id, stage, state::text AS state, attempt, failed_attempts, max_retries, optional, "
+    "SELECT id, stage, state::text AS state, attempt, failed_attempts, max_retries, "
+    "lost_attempts, max_lost, snoozed_ms, optional, "
     "array_to_json(depends_on) AS depends_on, deps_pending, ready_at, lease_owner, lease_expires_at, claimed_at, "
     "output, error_class, error_message, cost::float8 AS cost, finished_at "
     "FROM stage_runs WHERE task_id = $1 ORDER BY id",

@@ -4,6 +4,7 @@
 
 #include "runtime/pg/connection.hpp"
 #include "tests/support/cli.hpp"
+#include "tests/support/worker_fixture.hpp"
 #include "tests/support/test_db.hpp"
 
 #include <catch2/catch.hpp>
@@ -28,39 +29,12 @@ using test::spool_process;
 
 namespace {
 
-struct signals_fixture {
-  test::fresh_database db;
-  pg::connection conn{db.url()};
-  std::map<std::string, std::string> env{{"SPOOL_DATABASE_URL", db.url()}};
-
-  void enqueue(const std::string& config, int n) {
-    std::string lines;
-    for (int i = 0; i < n; ++i)
-      lines += R"({"channel_id":"ch)" + std::to_string(i % 3) + R"(","payload":{}})" + "\n";
-    auto res = test::run_spool({"enqueue", "--config", config, "--file", "-"}, env, lines);
-    REQUIRE(res.exit_code == 0);
-  }
-
-  int64_t scalar(const std::string& sql) { return conn.exec(sql).i64(0, 0); }
-
-  /// Waits until `sql` (a count) reaches at least `n`; false after 30 s.
-  bool wait_for(const std::string& sql, int64_t n) {
-    auto deadline = std::chrono::steady_clock::now() + 30s;
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (scalar(sql) >= n)
-        return true;
-      std::this_thread::sleep_for(20ms);
-    }
-    return false;
-  }
-};
+using signals_fixture = test::worker_fixture;
 
 /// A worker config with frequent progress lines, so that the worker keeps
 /// writing to its stderr while it works.
 std::string chatty_config(const std::string& stages) {
-  return test::temp_file(R"({"worker": {"idle_poll_s": 0.2, "heartbeat_interval_s": 0.5,
-    "rescue_interval_s": 0.5, "shutdown_grace_s": 1, "lease_s": 3,
-    "progress_log_interval_s": 0.1}, "stages": [)" + stages + "]}");
+  return test::worker_config(stages, 3, 1, R"(, "progress_log_interval_s": 0.1)");
 }
 
 /// `spool args...` with stdout and stderr on one pipe, as in
@@ -78,16 +52,7 @@ public:
       ::dup2(fds[1], 2);
       int devnull = ::open("/dev/null", O_RDONLY);
       ::dup2(devnull, 0);
-      std::vector<std::string> argv_s{SPOOL_BINARY};
-      argv_s.insert(argv_s.end(), args.begin(), args.end());
-      std::vector<char*> argv;
-      for (auto& a : argv_s)
-        argv.push_back(a.data());
-      argv.push_back(nullptr);
-      for (auto& [k, v] : env)
-        ::setenv(k.c_str(), v.c_str(), 1);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
+      test::exec_spool(args, env);
     }
     ::close(fds[1]);
     read_fd_ = fds[0];

@@ -6,6 +6,7 @@
 #include "runtime/store/store.hpp"
 #include "tests/support/cli.hpp"
 #include "tests/support/test_db.hpp"
+#include "tests/support/worker_fixture.hpp"
 #include "tests/support/wait.hpp"
 
 #include <catch2/catch.hpp>
@@ -18,59 +19,8 @@ using namespace spool;
 using namespace std::chrono_literals;
 using test::spool_process;
 
-namespace {
-
-struct worker_fixture {
-  test::fresh_database db;
-  pg::connection conn{db.url()};
-  std::map<std::string, std::string> env{{"SPOOL_DATABASE_URL", db.url()}};
-
-  /// Enqueues `n` videos over `channels` channels through the CLI, with the
-  /// pipeline of `config`.
-  void enqueue(const std::string& config, int n, int channels = 3,
-               const std::string& payload = "{}") {
-    std::string lines;
-    for (int i = 0; i < n; ++i)
-      lines += R"({"channel_id":"ch)" + std::to_string(i % channels) + R"(","payload":)"
-               + payload + "}\n";
-    auto res = test::run_spool({"enqueue", "--config", config, "--file", "-"}, env, lines);
-    REQUIRE(res.exit_code == 0);
-  }
-
-  int64_t scalar(const std::string& sql) { return conn.exec(sql).i64(0, 0); }
-
-  /// Waits until `sql` (a count) reaches at least `n`; false on timeout.
-  bool wait_for(const std::string& sql, int64_t n, double timeout_s = 30) {
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (scalar(sql) >= n)
-        return true;
-      std::this_thread::sleep_for(20ms);
-    }
-    return false;
-  }
-
-  /// Most attempts of `stage` that were executing at the same moment,
-  /// computed from stage_attempts intervals (ends sort before starts).
-  int64_t max_overlap(const std::string& stage) {
-    return conn
-      .query("SELECT coalesce(max(c), 0) FROM (SELECT sum(d) OVER (ORDER BY t, d "
-             "ROWS UNBOUNDED PRECEDING) AS c FROM (SELECT started_at AS t, 1 AS d "
-             "FROM stage_attempts WHERE stage = $1 UNION ALL SELECT finished_at, -1 "
-             "FROM stage_attempts WHERE stage = $1 AND finished_at IS NOT NULL) e) x",
-             stage)
-      .i64(0, 0);
-  }
-};
-
-std::string worker_config(const std::string& stages, double lease_s = 3, double grace_s = 1) {
-  return test::temp_file(R"({"worker": {"idle_poll_s": 0.2, "heartbeat_interval_s": 0.5,
-    "rescue_interval_s": 0.5, "shutdown_grace_s": )" +
-                         std::to_string(grace_s) + R"(, "lease_s": )" +
-                         std::to_string(lease_s) + R"(}, "stages": [)" + stages + "]}");
-}
-
-} // namespace
+using test::worker_config;
+using test::worker_fixture;
 
 TEST_CASE_METHOD(worker_fixture, "no stage ever runs more than its limit at once",
                  "[db][worker]") {

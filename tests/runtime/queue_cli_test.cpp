@@ -411,3 +411,40 @@ TEST_CASE("status counts a live worker without registered stages as serving all"
   auto after = boost::json::parse(run_spool({"status", "--json"}, env).out);
   CHECK(after.at("unserved").as_array().empty());
 }
+
+TEST_CASE("task show counts failed attempts and lost leases apart", "[db][cli]") {
+  test::fresh_database db;
+  std::map<std::string, std::string> env{{"SPOOL_DATABASE_URL", db.url()}};
+  auto made = run_spool({"enqueue", "--channel", "A"}, env);
+  REQUIRE(made.exit_code == 0);
+  pg::connection conn{db.url()};
+  auto id = conn.exec("SELECT id FROM tasks").i64(0, 0);
+  conn.exec("UPDATE stage_runs SET failed_attempts = 2, lost_attempts = 3, attempt = 5 "
+            "WHERE stage = 'asset_gen'");
+  auto json = run_spool({"task", "show", std::to_string(id), "--json"}, env);
+  REQUIRE(json.exit_code == 0);
+  auto task = boost::json::parse(json.out).as_object();
+  bool found = false;
+  for (auto& r : task.at("stage_runs").as_array()) {
+    if (r.at("stage") != "asset_gen")
+      continue;
+    found = true;
+    CHECK(r.at("failed_attempts").to_number<int>() == 2);
+    CHECK(r.at("lost_attempts").to_number<int>() == 3);
+    CHECK(r.at("max_lost").to_number<int>() == 5);
+  }
+  CHECK(found);
+  auto text = run_spool({"task", "show", std::to_string(id)}, env);
+  REQUIRE(text.exit_code == 0);
+  CHECK_THAT(text.out, Catch::Contains("fails") && Catch::Contains("lost"));
+  std::istringstream lines{text.out};
+  bool row = false;
+  for (std::string line; std::getline(lines, line);)
+    if (line.find("asset_gen") != std::string::npos && line.find(" 5 ") != std::string::npos) {
+      std::istringstream cols{line};
+      std::string stage, state, attempt, fails, lost;
+      cols >> stage >> state >> attempt >> fails >> lost;
+      row = attempt == "5" && fails == "2" && lost == "3";
+    }
+  CHECK(row);
+}

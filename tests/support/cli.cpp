@@ -18,10 +18,6 @@
 
 namespace spool::test {
 
-namespace {
-
-/// Runs in the forked child: applies `env` ("<unset>" removes a variable)
-/// and execs the spool binary with `args`; never returns.
 [[noreturn]] void exec_spool(const std::vector<std::string>& args,
                              const std::map<std::string, std::string>& env) {
   std::vector<std::string> argv_s{SPOOL_BINARY};
@@ -39,8 +35,6 @@ namespace {
   ::execv(argv[0], argv.data());
   ::_exit(127);
 }
-
-} // namespace
 
 cli_result run_spool(const std::vector<std::string>& args,
                      const std::map<std::string, std::string>& env,

@@ -13,6 +13,12 @@ struct cli_result {
   std::string err;
 };
 
+/// For a forked child: applies `env` ("<unset>" removes a variable) and
+/// execs the spool binary with `args`; never returns (exit 127 when the exec
+/// fails).
+[[noreturn]] void exec_spool(const std::vector<std::string>& args,
+                             const std::map<std::string, std::string>& env);
+
 /// Runs `spool args...` with `env` added to the environment (a value of
 /// "<unset>" removes the variable) and waits for it.
 cli_result run_spool(const std::vector<std::string>& args,

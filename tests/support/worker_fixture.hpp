@@ -41,6 +41,18 @@ struct worker_fixture {
   int64_t scalar(const std::string& sql) { return conn.exec(sql).i64(0, 0); }
   std::string text(const std::string& sql) { return conn.exec(sql).str(0, 0); }
 
+  /// Most attempts of `stage` that were executing at the same moment,
+  /// computed from stage_attempts intervals (ends sort before starts).
+  int64_t max_overlap(const std::string& stage) {
+    return conn
+      .query("SELECT coalesce(max(c), 0) FROM (SELECT sum(d) OVER (ORDER BY t, d "
+             "ROWS UNBOUNDED PRECEDING) AS c FROM (SELECT started_at AS t, 1 AS d "
+             "FROM stage_attempts WHERE stage = $1 UNION ALL SELECT finished_at, -1 "
+             "FROM stage_attempts WHERE stage = $1 AND finished_at IS NOT NULL) e) x",
+             stage)
+      .i64(0, 0);
+  }
+
   /// Waits until `sql` (a count) reaches at least `n`; false on timeout.
   bool wait_for(const std::string& sql, int64_t n, double timeout_s = 30) {
     auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
@@ -54,13 +66,19 @@ struct worker_fixture {
 };
 
 /// A config file with short worker intervals and the given stages (JSON
-/// array elements).
+/// array elements); `worker_extra` adds worker keys (", \"key\": value").
 inline std::string worker_config(const std::string& stages, double lease_s = 3,
-                                 const std::string& worker_extra = "") {
-  return temp_file(R"({"worker": {"idle_poll_s": 0.2, "heartbeat_interval_s": 0.5,
-    "rescue_interval_s": 0.5, "shutdown_grace_s": 1, "lease_s": )"
-                   + std::to_string(lease_s) + worker_extra + R"(}, "stages": [)" + stages
-                   + "]}");
+                                 double grace_s = 1, const std::string& worker_extra = "") {
+  std::string text = R"({"worker": {"idle_poll_s": 0.2, "heartbeat_interval_s": 0.5,
+    "rescue_interval_s": 0.5, "shutdown_grace_s": )";
+  text += std::to_string(grace_s);
+  text += R"(, "lease_s": )";
+  text += std::to_string(lease_s);
+  text += worker_extra;
+  text += R"(}, "stages": [)";
+  text += stages;
+  text += "]}";
+  return temp_file(text);
 }
 
 } // namespace spool::test
