@@ -8,7 +8,8 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <regex>
+#include <optional>
+#include <string_view>
 #include <sstream>
 
 namespace spool {
@@ -18,37 +19,59 @@ namespace {
 /// Advisory lock key shared by every Spool migrator ("spool" + "mig").
 constexpr int64_t migration_lock_key = 0x73706f6f6c6d6967;
 
+/// `s` without `prefix` and `suffix`, when it has both (and something
+/// between them).
+std::optional<std::string_view> strip(std::string_view s, std::string_view prefix,
+                                      std::string_view suffix) {
+  if (s.size() <= prefix.size() + suffix.size() || !s.starts_with(prefix)
+      || !s.ends_with(suffix))
+    return std::nullopt;
+  return s.substr(prefix.size(), s.size() - prefix.size() - suffix.size());
+}
+
+/// [a-z0-9_]+
+bool is_name(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
+  });
+}
+
 } // namespace
 
 std::vector<migration> parse_migrations(
   const std::vector<std::pair<std::string, std::string>>& files) {
-  static const std::regex pattern{R"(^(\d{4})_([a-z0-9_]+)\.(up|down)\.sql$)"};
-  static const std::regex repeatable{R"(^R_([a-z0-9_]+)\.sql$)"};
   std::map<int64_t, migration> by_version;
   std::map<std::string, migration> repeatables;
   for (auto& [file, content] : files) {
-    std::smatch m;
-    if (std::regex_match(file, m, repeatable)) {
+    std::string_view f = file;
+    if (auto name = strip(f, "R_", ".sql"); name && is_name(*name)) {
       auto& r = repeatables[file];
       r.repeatable = true;
-      r.name = m[1].str();
+      r.name = std::string{*name};
       r.up_file = file;
       r.up_sql = content;
       continue;
     }
-    if (!std::regex_match(file, m, pattern))
+    // NNNN_name.up.sql or NNNN_name.down.sql
+    bool up = f.ends_with(".up.sql");
+    auto name = f.size() > 5 && f[4] == '_'
+                    && std::all_of(f.begin(), f.begin() + 4, [](char c) { return c >= '0' && c <= '9'; })
+                  ? strip(f, f.substr(0, 5), up ? ".up.sql" : ".down.sql")
+                  : std::nullopt;
+    if (!name || !is_name(*name))
       throw migration_error("migration file " + file
                             + ": name must look like NNNN_name.up.sql, "
                               "NNNN_name.down.sql or R_name.sql");
-    auto version = std::stoll(m[1].str());
+    auto digits = std::string{f.substr(0, 4)};
+    auto version = std::stoll(digits);
     auto& mig = by_version[version];
-    if (!mig.name.empty() && mig.name != m[2].str())
+    if (!mig.name.empty() && mig.name != *name)
       throw migration_error("migration file " + file + ": version "
-                            + m[1].str() + " is already used by "
+                            + digits + " is already used by "
                             + mig.name);
     mig.version = version;
-    mig.name = m[2].str();
-    if (m[3] == "up") {
+    mig.name = std::string{*name};
+    if (up) {
       mig.up_file = file;
       mig.up_sql = content;
     } else {

@@ -1,6 +1,5 @@
 #include "runtime/pg/error.hpp"
 
-#include <regex>
 
 namespace spool::pg {
 
@@ -52,16 +51,50 @@ error::error(std::string context, std::string message, std::string sqlstate,
 }
 
 std::string redact_url(const std::string& url) {
-  // URL form: scheme://user:password@host...
-  static const std::regex url_password{R"(^([a-z]+://[^:/@]*):[^@]*@)"};
-  // keyword form: password=secret or password='se cret'
-  static const std::regex kw_password{R"(password\s*=\s*('[^']*'|\S+))"};
-  // query parameter form: ?password=secret
-  static const std::regex query_password{R"(([?&]password=)[^&]*)"};
-  if (url.find("://") != std::string::npos)
-    return std::regex_replace(std::regex_replace(url, url_password, "$1:***@"),
-                              query_password, "$1***");
-  return std::regex_replace(url, kw_password, "password=***");
+  // Hand-written rather than <regex>: this file is in every build.
+  std::string out = url;
+  auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\n'; };
+  if (auto scheme = out.find("://"); scheme != std::string::npos) {
+    // URL form: scheme://user:password@host...
+    auto start = scheme + 3;
+    auto at = out.find('@', start);
+    auto end_of_user = out.find_first_of(":/@", start);
+    if (at != std::string::npos && end_of_user != std::string::npos && out[end_of_user] == ':'
+        && end_of_user < at)
+      out.replace(end_of_user + 1, at - end_of_user - 1, "***");
+    // query parameter form: ?password=secret or &password=secret
+    for (auto pos = out.find("password=", start); pos != std::string::npos;
+         pos = out.find("password=", pos + 1)) {
+      if (pos == 0 || (out[pos - 1] != '?' && out[pos - 1] != '&'))
+        continue;
+      auto value = pos + 9;
+      auto end = out.find('&', value);
+      out.replace(value, (end == std::string::npos ? out.size() : end) - value, "***");
+    }
+    return out;
+  }
+  // keyword form: password=secret or password = 'se cret'
+  for (auto pos = out.find("password"); pos != std::string::npos;
+       pos = out.find("password", pos + 1)) {
+    auto eq = pos + 8;
+    while (eq < out.size() && is_space(out[eq]))
+      ++eq;
+    if (eq >= out.size() || out[eq] != '=')
+      continue;
+    auto value = eq + 1;
+    while (value < out.size() && is_space(out[value]))
+      ++value;
+    auto end = value;
+    if (end < out.size() && out[end] == '\'') {
+      auto close = out.find('\'', end + 1);
+      end = close == std::string::npos ? out.size() : close + 1;
+    } else {
+      while (end < out.size() && !is_space(out[end]))
+        ++end;
+    }
+    out.replace(pos, end - pos, "password=***");
+  }
+  return out;
 }
 
 } // namespace spool::pg
