@@ -1,5 +1,7 @@
 #include "runtime/config/config.hpp"
 
+#include "runtime/strict_json.hpp"
+
 #include <algorithm>
 #include <array>
 #include <cerrno>
@@ -1327,122 +1329,6 @@ private:
   }
 };
 
-// -- duplicate keys -----------------------------------------------------------
-
-/// A basic_parser handler that reports keys repeated within one object
-/// (json::parse silently keeps the last one).
-class duplicate_key_finder {
-public:
-  static constexpr std::size_t max_array_size = -1;
-  static constexpr std::size_t max_object_size = -1;
-  static constexpr std::size_t max_string_size = -1;
-  static constexpr std::size_t max_key_size = -1;
-
-  explicit duplicate_key_finder(std::vector<problem>* out) : out_(out) {
-  }
-
-  bool on_document_begin(json::error_code&) {
-    return true;
-  }
-  bool on_document_end(json::error_code&) {
-    return true;
-  }
-  bool on_object_begin(json::error_code&) {
-    stack_.push_back(frame{true, 0, {}, {}});
-    return true;
-  }
-  bool on_object_end(std::size_t, json::error_code&) {
-    stack_.pop_back();
-    value_done();
-    return true;
-  }
-  bool on_array_begin(json::error_code&) {
-    stack_.push_back(frame{false, 0, {}, {}});
-    return true;
-  }
-  bool on_array_end(std::size_t, json::error_code&) {
-    stack_.pop_back();
-    value_done();
-    return true;
-  }
-  bool on_key_part(json::string_view s, std::size_t, json::error_code&) {
-    key_.append(s.data(), s.size());
-    return true;
-  }
-  bool on_key(json::string_view s, std::size_t, json::error_code&) {
-    key_.append(s.data(), s.size());
-    auto& top = stack_.back();
-    top.key = std::move(key_);
-    key_.clear();
-    if (!top.keys.insert(top.key).second)
-      out_->push_back(problem{path(), "duplicate key"});
-    return true;
-  }
-  bool on_string_part(json::string_view, std::size_t, json::error_code&) {
-    return true;
-  }
-  bool on_string(json::string_view, std::size_t, json::error_code&) {
-    value_done();
-    return true;
-  }
-  bool on_number_part(json::string_view, json::error_code&) {
-    return true;
-  }
-  bool on_int64(std::int64_t, json::string_view, json::error_code&) {
-    value_done();
-    return true;
-  }
-  bool on_uint64(std::uint64_t, json::string_view, json::error_code&) {
-    value_done();
-    return true;
-  }
-  bool on_double(double, json::string_view, json::error_code&) {
-    value_done();
-    return true;
-  }
-  bool on_bool(bool, json::error_code&) {
-    value_done();
-    return true;
-  }
-  bool on_null(json::error_code&) {
-    value_done();
-    return true;
-  }
-  bool on_comment_part(json::string_view, json::error_code&) {
-    return true;
-  }
-  bool on_comment(json::string_view, json::error_code&) {
-    return true;
-  }
-
-private:
-  struct frame {
-    bool is_object;
-    std::size_t index; // arrays: the current element
-    std::string key;   // objects: the current key
-    std::set<std::string> keys;
-  };
-
-  void value_done() {
-    if (!stack_.empty() && !stack_.back().is_object)
-      ++stack_.back().index;
-  }
-
-  std::string path() const {
-    std::string out;
-    for (const auto& f : stack_) {
-      if (f.is_object)
-        out = join_path(out, f.key);
-      else
-        out += "[" + std::to_string(f.index) + "]";
-    }
-    return out;
-  }
-
-  std::vector<problem>* out_;
-  std::vector<frame> stack_;
-  std::string key_;
-};
 
 json::parse_options lenient_options() {
   json::parse_options opts;
@@ -1478,9 +1364,10 @@ std::optional<json::value> parse_json(std::string_view text,
     problems.push_back(problem{"", std::move(msg)});
     return std::nullopt;
   }
-  json::basic_parser<duplicate_key_finder> finder(lenient_options(),
-                                                  &problems);
-  finder.write_some(false, text.data(), text.size(), ec);
+  // Keys repeated within one object (json::parse silently keeps the last
+  // one), and U+0000 anywhere.
+  for (auto& f : strict_json_findings(text, lenient_options()))
+    problems.push_back(problem{std::move(f.path), std::move(f.message)});
   return parser.release();
 }
 
