@@ -604,7 +604,7 @@ struct command_runner::impl {
   std::deque<id> cancel_intake;
   bool shutting_down = false;
   std::unordered_map<id, std::unique_ptr<child>> children;
-  clock::time_point next_sweep = clock::time_point::min();
+  clock::time_point next_sweep = clock::now(); // due at once
   /// Unknown zombie children seen by the last orphan sweep.
   std::set<proc_key> zombies_seen;
   std::vector<pollfd> fds;
@@ -1151,7 +1151,8 @@ bool command_runner::impl::round() {
     next_timer = std::min(next_timer, next_sweep);
   int timeout_ms = -1;
   if (next_timer != clock::time_point::max()) {
-    auto left = next_timer - clock::now();
+    auto at = clock::now();
+    auto left = next_timer > at ? next_timer - at : clock::duration::zero();
     // Round up so that we never wake just before a deadline and spin.
     auto ms = std::chrono::ceil<milliseconds>(left).count();
     timeout_ms = static_cast<int>(std::clamp<long long>(ms, 0, 60'000));
