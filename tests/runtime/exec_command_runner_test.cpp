@@ -3,6 +3,7 @@
 // reaping and the loop's own failures.
 
 #include "runtime/exec/command_runner.hpp"
+#include "tests/support/wait.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -127,13 +128,7 @@ bool group_gone(int pgid) {
 /// Waits up to 15 s for `done()`; true once it holds.
 template <class F>
 bool eventually(F done) {
-  auto deadline = std::chrono::steady_clock::now() + 15s;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > deadline)
-      return false;
-    std::this_thread::sleep_for(20ms);
-  }
-  return true;
+  return spool::test::eventually(done, 15);
 }
 
 /// True when no process exists with that pid: not alive, not a zombie.
@@ -611,9 +606,7 @@ TEST_CASE("a descendant that left the process group dies with its job",
   // exit after its parent and be adopted as a zombie the moment the job is
   // reported; the runner reaps such orphans within its sweep (about a
   // second, two sightings). None may remain after that.
-  auto deadline = std::chrono::steady_clock::now() + 5s;
-  while (!zombie_children().empty() && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(50ms);
+  spool::test::eventually([] { return zombie_children().empty(); }, 5);
   INFO("escapee " << escapee << ", program " << r.pid << ", zombies:\n" << describe_zombies());
   CHECK(zombie_children().empty());
   CHECK(group_gone(r.pid));

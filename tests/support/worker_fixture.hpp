@@ -6,6 +6,7 @@
 #include "runtime/pg/connection.hpp"
 #include "tests/support/cli.hpp"
 #include "tests/support/test_db.hpp"
+#include "tests/support/wait.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -55,13 +56,7 @@ struct worker_fixture {
 
   /// Waits until `sql` (a count) reaches at least `n`; false on timeout.
   bool wait_for(const std::string& sql, int64_t n, double timeout_s = 30) {
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (scalar(sql) >= n)
-        return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds{20});
-    }
-    return false;
+    return eventually([&] { return scalar(sql) >= n; }, timeout_s);
   }
 };
 
