@@ -3,6 +3,7 @@
 
 #include "runtime/config/config.hpp"
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -13,6 +14,13 @@ struct worker_options {
   /// Absolute; stage programs write under it.
   std::string data_dir;
   bool exit_when_idle = false;
+  /// Where the configuration comes from and is re-read on a change: an
+  /// absolute file path (re-read on SIGHUP and when the file changes), or
+  /// "db" (the newest version stored by `spool config push`, re-read on its
+  /// NOTIFY and on SIGHUP). Empty: the configuration never changes.
+  std::string config_source;
+  /// The stored version the initial configuration came from (db only).
+  int64_t config_stored_version = 0;
 };
 
 /// Runs the worker until it drains (SIGTERM/SIGINT, or idle with

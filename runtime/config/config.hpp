@@ -441,6 +441,42 @@ std::string compute_version(const snapshot& s);
 std::vector<std::string> restart_required(const snapshot& old,
                                           const snapshot& next);
 
+// -- changes between snapshots ---------------------------------------------------
+
+/// When a change of a property takes effect.
+enum class change_effect {
+  live,      // a reload applies it: running jobs keep the old value, new claims get the new one
+  restart,   // a reload reports it and keeps the old value until the worker restarts
+  new_tasks, // copied into a task when it is enqueued (the DAG, optional, retry limits):
+             // a change applies to tasks enqueued after it; tasks already queued keep theirs
+};
+
+/// Returns "live", "restart" or "new tasks".
+std::string_view to_string(change_effect e) noexcept;
+
+/// One property that differs between two snapshots.
+struct change {
+  /// "worker.lease_s", "stages[video_gen].retry.factor"; a stage added or
+  /// removed as a whole is "stages[video_gen]".
+  std::string key;
+  /// Compact JSON of the old and new value; "(none)" for the side of an
+  /// added or removed stage.
+  std::string before;
+  std::string after;
+  change_effect effect = change_effect::live;
+
+  bool operator==(const change&) const = default;
+};
+
+/// Every leaf property that differs, in registry order (top level, worker,
+/// then stages in `next`'s order, then removed stages). Stages are matched by
+/// name. Empty for equal snapshots.
+std::vector<change> diff(const snapshot& old, const snapshot& next);
+
+/// `next` with every restart-only property set back to its value in `old`:
+/// what a running worker applies. Keeps `next.version`.
+snapshot keep_restart_only(const snapshot& old, const snapshot& next);
+
 // -- registry -----------------------------------------------------------------
 
 /// The value type of a property.
@@ -476,6 +512,8 @@ struct property_info {
   bool required;
   /// Whether a change only takes effect after a restart.
   bool needs_restart;
+  /// When a change takes effect (restart exactly when needs_restart).
+  change_effect effect = change_effect::live;
   /// One line.
   std::string description;
 };
