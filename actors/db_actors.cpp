@@ -3,6 +3,7 @@
 #include "actors/messages.hpp"
 #include "runtime/pg/outage.hpp"
 #include "runtime/pg/pool.hpp"
+#include "runtime/store/config_store.hpp"
 #include "runtime/store/maintenance.hpp"
 
 #include <caf/event_based_actor.hpp>
@@ -26,6 +27,7 @@ namespace {
 struct db_state {
   std::unique_ptr<pg::pool> pool;
   std::shared_ptr<pg::outage_log> outage;
+  std::chrono::milliseconds call_timeout{0}; // live: db_call_timeout_s
 };
 
 using db_self = caf::stateful_actor<db_state>*;
@@ -35,6 +37,7 @@ void init(db_self self, const db_options& db) {
   o.size = 1;
   o.reconnect_timeout = 10s;
   o.connection = db.connection;
+  self->state.call_timeout = db.connection.call_timeout;
   self->state.pool = std::make_unique<pg::pool>(db.url, o);
   self->state.outage = db.outage ? db.outage : std::make_shared<pg::outage_log>();
 }
@@ -49,6 +52,7 @@ auto with_store(db_self self, F&& fn)
   auto& outage = *self->state.outage;
   try {
     auto conn = self->state.pool->acquire();
+    conn->set_call_timeout(self->state.call_timeout);
     store::store q{*conn};
     auto out = fn(q, *conn);
     outage.succeeded();
@@ -64,9 +68,15 @@ auto with_store(db_self self, F&& fn)
   }
 }
 
+/// (config_atom, call_timeout_ms): the live db_call_timeout_s.
+auto on_call_timeout(db_self self) {
+  return [=](config_atom, int64_t ms) { self->state.call_timeout = std::chrono::milliseconds{ms}; };
+}
+
 caf::behavior claimer(db_self self, db_options db) {
   init(self, db);
   return {
+    on_call_timeout(self),
     [=](claim_atom, const claim_request& req) -> caf::result<claim_batch> {
       if (std::chrono::steady_clock::now() > req.deadline)
         return caf::make_error(caf::sec::request_timeout, "claim request expired unsent");
@@ -81,6 +91,7 @@ caf::behavior claimer(db_self self, db_options db) {
 caf::behavior recorder(db_self self, db_options db) {
   init(self, db);
   return {
+    on_call_timeout(self),
     [=](record_atom, const std::string& worker, const outcome_batch& batch) {
       return with_store(self, [&](store::store& q, pg::connection&) {
         return recorded_batch{q.record_isolating(worker, batch.records)};
@@ -92,6 +103,7 @@ caf::behavior recorder(db_self self, db_options db) {
 caf::behavior heartbeater(db_self self, db_options db) {
   init(self, db);
   return {
+    on_call_timeout(self),
     [=](register_atom, const store::worker_info& w) {
       return with_store(self, [&](store::store& q, pg::connection&) {
         q.register_worker(w);
@@ -101,6 +113,13 @@ caf::behavior heartbeater(db_self self, db_options db) {
     [=](heartbeat_atom, const heartbeat_request& req) {
       return with_store(self, [&](store::store& q, pg::connection&) {
         return heartbeat_reply{q.heartbeat(req.worker, req.lease, req.held, req.horizon)};
+      });
+    },
+    [=](applied_atom, const applied_config& a) {
+      return with_store(self, [&](store::store&, pg::connection& c) {
+        store::record_applied_config(c, a.worker, a.checksum, a.stored_version, a.applied_us,
+                                     a.restart_pending);
+        return true;
       });
     },
     [=](stopped_atom, const std::string& worker) {
@@ -115,6 +134,7 @@ caf::behavior heartbeater(db_self self, db_options db) {
 caf::behavior maintainer(db_self self, db_options db) {
   init(self, db);
   return {
+    on_call_timeout(self),
     [=](rescue_atom) {
       return with_store(self, [&](store::store& q, pg::connection&) {
         maintenance_report r;
@@ -136,6 +156,11 @@ caf::behavior maintainer(db_self self, db_options db) {
         r.stale = rep.stale_ready;
         r.stale_approval = rep.stale_approval;
         return r;
+      });
+    },
+    [=](fetch_atom) {
+      return with_store(self, [&](store::store&, pg::connection& c) {
+        return store::latest_config(c).value_or(store::stored_config{});
       });
     },
     [=](pending_atom, const std::vector<std::string>& stages) {
@@ -168,10 +193,13 @@ caf::behavior listener(caf::stateful_actor<listener_state>* self, db_options db,
           st.conn = std::make_unique<pg::connection>(st.db.url, st.db.connection);
           st.conn->listen("spool_wakeup");
           st.conn->listen("spool_cancel");
+          st.conn->listen("spool_config");
           st.backoff = 100ms;
           st.db.outage->succeeded();
-          // Anything may have happened while we were deaf: wake everyone.
+          // Anything may have happened while we were deaf: wake everyone,
+          // and look for a configuration pushed meanwhile.
           self->send(st.subscriber, wakeup_atom::value, notice{"spool_wakeup", ""});
+          self->send(st.subscriber, wakeup_atom::value, notice{"spool_config", ""});
         }
         // Wait for input, but come back to the mailbox at least every
         // 100 ms so that an exit is served promptly.

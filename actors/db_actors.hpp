@@ -12,15 +12,22 @@
 //              batch the database refuses is split until the bad record is
 //              found, which is then recorded as a permanent failure
 //              carrying the database's message; the rest are recorded.
+// all but the listener: (config_atom, call_timeout_ms) sets the client-side
+//              deadline of later calls (db_call_timeout_s is live).
 // heartbeater: (register_atom, worker_info) -> bool;
+//              (applied_atom, applied_config) -> bool;
 //              (heartbeat_atom, heartbeat_request) -> heartbeat_reply;
 //              (stopped_atom, worker) -> bool
 // maintainer:  (rescue_atom) -> maintenance_report;
 //              (sweep_atom, stage_limits, margin_s, stale_after_s)
 //                -> maintenance_report;
-//              (pending_atom, stages) -> bool
-// listener:    LISTENs on spool_wakeup and spool_cancel and sends each
-//              notification to `subscriber` as (wakeup_atom, notice).
+//              (pending_atom, stages) -> bool;
+//              (fetch_atom) -> stored_config (the newest pushed; version 0
+//              when none)
+// listener:    LISTENs on spool_wakeup, spool_cancel and spool_config and
+//              sends each notification to `subscriber` as (wakeup_atom,
+//              notice); after each (re)connect also an empty spool_wakeup
+//              and spool_config notice (what was missed while deaf).
 
 #include "runtime/pg/connection.hpp"
 

@@ -6,14 +6,17 @@
 #include "runtime/config/config.hpp"
 #include "runtime/exec/command_runner.hpp"
 #include "runtime/outcome.hpp"
+#include "runtime/store/config_store.hpp"
 #include "runtime/store/maintenance.hpp"
 #include "runtime/store/store.hpp"
 
 #include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/actor.hpp>
 #include <caf/atom.hpp>
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -42,6 +45,23 @@ using flush_atom = caf::atom_constant<caf::atom("flush")>;
 using sim_done_atom = caf::atom_constant<caf::atom("simdone")>;
 using cmd_done_atom = caf::atom_constant<caf::atom("cmddone")>;
 using stop_atom = caf::atom_constant<caf::atom("stop")>;
+using config_atom = caf::atom_constant<caf::atom("config")>;
+using reload_atom = caf::atom_constant<caf::atom("reload")>;
+using held_atom = caf::atom_constant<caf::atom("held")>;
+using lost_atom = caf::atom_constant<caf::atom("lost")>;
+using idle_atom = caf::atom_constant<caf::atom("idle")>;
+using drained_atom = caf::atom_constant<caf::atom("drained")>;
+using pools_atom = caf::atom_constant<caf::atom("pools")>;
+using applied_atom = caf::atom_constant<caf::atom("applied")>;
+using stats_atom = caf::atom_constant<caf::atom("stats")>;
+using fetch_atom = caf::atom_constant<caf::atom("fetch")>;
+
+/// How long to wait for a database actor's answer to a request that takes
+/// `calls` database calls: their client-side deadlines, and a margin.
+inline std::chrono::milliseconds db_budget(const config::worker_config& w, int calls = 1) {
+  using namespace std::chrono_literals;
+  return config::to_duration(w.db_call_timeout_s) * calls + 5s;
+}
 
 // -- messages ------------------------------------------------------------------
 
@@ -126,6 +146,47 @@ struct maintenance_report {
   int stale_approval = 0; // tasks awaiting approval for longer than that
 };
 
+/// What an actor on the data path holds that the database attributes to
+/// this worker: claims being executed or recorded, and the lease tokens of
+/// its claims still waiting for the database's reply.
+struct held_report {
+  std::vector<store::held_claim> held;
+  std::vector<int64_t> claims_in_flight;
+};
+
+/// A pool's counters, for the progress line and exit-when-idle.
+struct pool_stats {
+  std::string stage;
+  int size = 0;    // stage actors
+  int busy = 0;    // of them executing a job
+  int claiming = 0; // runs asked for by the claim in flight
+  uint64_t ok = 0, failed = 0, retried = 0;
+  bool retiring = false; // its stage left the configuration
+};
+
+/// A configuration to apply, and where it came from.
+struct config_update {
+  std::shared_ptr<const config::snapshot> config;
+  /// "SIGHUP", "file change", "config push", ...
+  std::string reason;
+  /// The stored version it came from (spool config push); 0 for a file.
+  int64_t stored_version = 0;
+};
+
+/// The configuration a worker applied, for its row in `workers`.
+struct applied_config {
+  std::string worker;
+  std::string checksum;
+  int64_t stored_version = 0;
+  int64_t applied_us = 0;
+  std::vector<std::string> restart_pending;
+};
+
+/// Every pool that may hold work, the retiring ones included.
+struct pool_set {
+  std::vector<caf::actor> pools;
+};
+
 } // namespace spool::actors
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(spool::actors::claim_batch)
@@ -142,3 +203,12 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(spool::actors::maintenance_report)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(spool::exec::command_result)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(spool::outcome)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<spool::store::stage_limit>)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(spool::actors::held_report)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(spool::actors::pool_stats)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(spool::actors::config_update)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(spool::actors::applied_config)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(spool::actors::pool_set)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(spool::store::outcome_record)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(spool::store::held_claim)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::shared_ptr<const spool::config::snapshot>)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(spool::store::stored_config)

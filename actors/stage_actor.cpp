@@ -10,6 +10,7 @@
 #include <caf/send.hpp>
 #include <caf/sec.hpp>
 #include <caf/stateful_actor.hpp>
+#include <caf/system_messages.hpp>
 
 #include <filesystem>
 #include <optional>
@@ -20,11 +21,13 @@ namespace spool::actors {
 namespace {
 
 struct stage_state {
-  caf::actor supervisor;
+  caf::actor owner; // its pool
   std::shared_ptr<exec::command_runner> runner;
   std::optional<stage_job> job;
   uint64_t generation = 0; // results of earlier jobs are ignored
-  std::optional<exec::command_runner::id> command;
+  /// The program running, if any; shared with the exit hook below.
+  std::shared_ptr<std::optional<exec::command_runner::id>> command =
+    std::make_shared<std::optional<exec::command_runner::id>>();
   int64_t started_us = 0;
   static inline const char* name = "stage_actor";
 };
@@ -41,11 +44,11 @@ void finish(self_ptr self, outcome result) {
   auto& st = self->state;
   if (!st.job)
     return;
-  self->send(st.supervisor, done_atom::value,
+  self->send(st.owner, done_atom::value,
              stage_result{st.job->run.run_id, st.job->run.attempt, st.job->run.lease_token,
                           std::move(result), st.started_us, now_us()});
   st.job.reset();
-  st.command.reset();
+  st.command->reset();
   ++st.generation;
 }
 
@@ -80,18 +83,29 @@ void start_command(self_ptr self, const stage_job& j) {
                                     j.timeout);
   auto me = caf::actor_cast<caf::actor>(self);
   auto gen = self->state.generation;
-  self->state.command = self->state.runner->start(
+  *self->state.command = self->state.runner->start(
     std::move(spec), [me, gen](exec::command_result r) {
       caf::anon_send(me, cmd_done_atom::value, gen, std::move(r));
     });
 }
 
-caf::behavior stage_actor(self_ptr self, caf::actor supervisor,
+caf::behavior stage_actor(self_ptr self, caf::actor owner,
                           std::shared_ptr<exec::command_runner> runner) {
-  self->state.supervisor = std::move(supervisor);
+  self->state.owner = std::move(owner);
   self->state.runner = std::move(runner);
-  // An exception (a crashing executor) ends this actor; the supervisor sees
-  // the reason in its DOWN message, retries the job and replaces the actor.
+  // Whenever this actor ends (retired, crashed, or its pool died), the
+  // program it started ends too: nothing runs that no one waits for.
+  self->attach_functor([runner = self->state.runner, command = self->state.command] {
+    if (*command)
+      runner->cancel(**command);
+  });
+  self->monitor(self->state.owner);
+  self->set_down_handler([=](caf::down_msg& dm) {
+    if (dm.source == self->state.owner.address())
+      self->quit(dm.reason);
+  });
+  // An exception (a crashing executor) ends this actor; the pool sees the
+  // reason in its DOWN message, retries the job and replaces the actor.
   self->set_exception_handler([](std::exception_ptr& ep) -> caf::error {
     try {
       std::rethrow_exception(ep);
@@ -126,8 +140,8 @@ caf::behavior stage_actor(self_ptr self, caf::actor supervisor,
       auto& st = self->state;
       if (!st.job || st.job->run.run_id != run_id)
         return;
-      if (st.command) {
-        st.runner->cancel(*st.command); // its result arrives as cancelled
+      if (*st.command) {
+        st.runner->cancel(**st.command); // its result arrives as cancelled
       } else {
         outcome o;
         o.kind = outcome_kind::cancelled;
@@ -140,10 +154,10 @@ caf::behavior stage_actor(self_ptr self, caf::actor supervisor,
 
 } // namespace
 
-caf::actor spawn_stage_actor(caf::local_actor* supervisor,
+caf::actor spawn_stage_actor(caf::local_actor* owner,
                              std::shared_ptr<exec::command_runner> runner) {
-  return supervisor->spawn<caf::monitored>(stage_actor, caf::actor_cast<caf::actor>(supervisor),
-                                           std::move(runner));
+  return owner->spawn<caf::monitored>(stage_actor, caf::actor_cast<caf::actor>(owner),
+                                      std::move(runner));
 }
 
 } // namespace spool::actors

@@ -4,9 +4,11 @@
 // child process to the shared command runner and is told when it ends.
 //
 // Accepts: (job_atom, stage_job)  -> later sends (done_atom, stage_result)
-//                                    to the supervisor
+//                                    to its owner (the stage pool)
 //          (cancel_atom, run_id)  -> stops the job; its result is cancelled
-// Owned by the supervisor, which monitors it and replaces it when it dies.
+// Owned by its pool, which monitors it and replaces it when it dies; it
+// monitors the pool in turn and ends with it. A program it started is
+// stopped when the actor ends, however it ends.
 
 #include <caf/fwd.hpp>
 
@@ -18,7 +20,7 @@ class command_runner;
 
 namespace spool::actors {
 
-caf::actor spawn_stage_actor(caf::local_actor* supervisor,
+caf::actor spawn_stage_actor(caf::local_actor* owner,
                              std::shared_ptr<exec::command_runner> runner);
 
 } // namespace spool::actors

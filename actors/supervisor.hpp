@@ -1,13 +1,28 @@
 #pragma once
-// The supervisor: one per worker process. It owns the stage pools, claims
-// exactly the idle credit of each pool, dispatches jobs, arms a timeout per
-// job, applies the retry policy to outcomes and records them in batches,
-// heartbeats, runs the lease rescuer and the stuck-job sweep, wakes on
-// LISTEN/NOTIFY, acts on cancels, replaces stage actors that die, and drains
-// on request.
+// The supervisor: one per worker process. It keeps the worker's lifecycle,
+// monitoring and configuration routing; the work is done by actors of their
+// own, which it spawns:
+//   - a pool per stage (actors/pool.hpp): stage actors, credit, claims,
+//     dispatch, job timeouts, retry decisions;
+//   - the outcome writer (actors/outcome_writer.hpp): batched recording;
+//   - the lease keeper (actors/lease_keeper.hpp): registration, heartbeats,
+//     lost leases;
+//   - maintenance (actors/maintenance.hpp): lease rescue, stuck-job sweep;
+//   - the configuration source (actors/config_source.hpp): file watch,
+//     stored versions;
+//   - one database actor per duty (actors/db_actors.hpp), and the listener,
+//     whose notifications it routes (wake-ups to a pool, cancels to all,
+//     configuration pushes to the source).
+// A pool that dies is replaced (its claims go back to the queue). A new
+// configuration arrives as (config_atom, config_update): the supervisor
+// diffs it with the one in force, keeps what needs a restart, logs
+// `configuration_reloaded` with each changed key, sends the rest to every
+// actor that uses it, spawns pools for new stages and lets removed ones
+// drain.
 //
 // Accepts: (drain_atom) — stop claiming, let running jobs finish within the
 //          shutdown grace, release the rest, then quit.
+//          (reload_atom, reason) — re-read the configuration source.
 // Quits by itself with --exit-when-idle once nothing is ready, running or
 // scheduled. Sets *exit_code (0 after a clean drain) before it quits.
 
@@ -16,6 +31,7 @@
 #include <caf/fwd.hpp>
 
 #include <atomic>
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -32,6 +48,11 @@ struct supervisor_options {
   /// Absolute directory the stage programs write under.
   std::string data_dir;
   bool exit_when_idle = false;
+  /// Where the configuration is re-read from: an absolute file path, "db",
+  /// or empty (never).
+  std::string config_source;
+  /// The stored version the configuration came from (db; 0 otherwise).
+  int64_t config_stored_version = 0;
   std::shared_ptr<exec::command_runner> runner;
   std::shared_ptr<std::atomic<int>> exit_code;
 };

@@ -58,6 +58,8 @@ int run_worker(std::shared_ptr<const config::snapshot> config, const worker_opti
     so.worker_id = make_worker_id();
     so.data_dir = opts.data_dir;
     so.exit_when_idle = opts.exit_when_idle;
+    so.config_source = opts.config_source;
+    so.config_stored_version = opts.config_stored_version;
     so.runner = runner;
     so.exit_code = exit_code;
     auto sup = spawn_supervisor(sys, std::move(config), so);
@@ -69,11 +71,9 @@ int run_worker(std::shared_ptr<const config::snapshot> config, const worker_opti
         if (sigwait(&sigs, &sig) != 0 || sig == SIGUSR1)
           return;
         if (sig == SIGHUP) {
-          // A closed terminal or an operator asking for a reload: neither
-          // may stop the worker and orphan its stage programs.
-          spdlog::info("got {}: ignored; configuration reload on SIGHUP arrives with a "
-                       "later change",
-                       strsignal(sig));
+          // Re-read the configuration; never stop the worker for it.
+          spdlog::info("got {}: re-reading the configuration", strsignal(sig));
+          caf::anon_send(sup, reload_atom::value, std::string{"SIGHUP"});
           continue;
         }
         if (++received == 1) {

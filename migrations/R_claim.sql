@@ -12,11 +12,14 @@
 -- statistics are, so each is planned once per session (plan_cache_mode) and
 -- never as a table scan (enable_seqscan: statistics taken while a table was
 -- nearly empty must not turn a lookup into a scan of what it has grown to).
-CREATE OR REPLACE FUNCTION spool_claim(p_stage TEXT, p_limit INTEGER, p_worker TEXT,
+-- The run's max_retries comes back with it: the retry limit is fixed when the
+-- task is enqueued, so a worker decides a failed attempt with the run's copy.
+DROP FUNCTION IF EXISTS spool_claim(TEXT, INTEGER, TEXT, BIGINT, BIGINT);
+CREATE FUNCTION spool_claim(p_stage TEXT, p_limit INTEGER, p_worker TEXT,
                                        p_lease_ms BIGINT, p_token BIGINT)
 RETURNS TABLE (run_id BIGINT, task_id BIGINT, stage TEXT, attempt INTEGER,
                failed_attempts INTEGER, lost_attempts INTEGER, snoozed_ms BIGINT,
-               channel_id TEXT, priority spool_priority, payload JSONB, inputs JSONB)
+               max_retries INTEGER, channel_id TEXT, priority spool_priority, payload JSONB, inputs JSONB)
 LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $$
 DECLARE
@@ -104,13 +107,13 @@ BEGIN
            claimed_at = now(), updated_at = now()
      WHERE r.id = ANY (v_ids)
     RETURNING r.id, r.task_id, r.stage, r.attempt, r.failed_attempts, r.lost_attempts,
-              r.snoozed_ms, r.channel_id, r.priority, r.depends_on, r.fair_round, r.fair_seq
+              r.snoozed_ms, r.max_retries, r.channel_id, r.priority, r.depends_on, r.fair_round, r.fair_seq
   ), opened AS (
     INSERT INTO stage_attempts (stage_run_id, task_id, stage, attempt, worker_id)
     SELECT c.id, c.task_id, c.stage, c.attempt, p_worker FROM claimed c
   )
   SELECT c.id, c.task_id, c.stage, c.attempt, c.failed_attempts, c.lost_attempts,
-         c.snoozed_ms, c.channel_id, c.priority, t.payload,
+         c.snoozed_ms, c.max_retries, c.channel_id, c.priority, t.payload,
          CASE WHEN cardinality(c.depends_on) = 0 THEN '{}'::jsonb ELSE
            (SELECT coalesce(jsonb_object_agg(u.stage, u.output), '{}'::jsonb)
               FROM stage_runs u

@@ -144,6 +144,8 @@ public:
   void reconnect();
 
   const std::string& url() const noexcept { return url_; }
+  /// Changes the client-side deadline of later calls (0: none).
+  void set_call_timeout(std::chrono::milliseconds t) noexcept { opts_.call_timeout = t; }
   int socket() const noexcept;
   pg_conn* native() const noexcept { return conn_; }
 

@@ -102,9 +102,16 @@ std::vector<recorded> read_recorded(const pg::result& res) {
 
 } // namespace
 
+namespace {
+std::atomic<int64_t> last_token{0};
+}
+
 int64_t next_lease_token() noexcept {
-  static std::atomic<int64_t> last{0};
-  return last.fetch_add(1, std::memory_order_relaxed) + 1;
+  return last_token.fetch_add(1, std::memory_order_acq_rel) + 1;
+}
+
+int64_t last_lease_token() noexcept {
+  return last_token.load(std::memory_order_acquire);
 }
 
 outcome_record outcome_record::for_claim(const claimed_run& run, record_kind kind) {
@@ -154,7 +161,8 @@ std::vector<claimed_run> store::claim(std::string_view stage, int limit,
   auto res = with_retry(conn_, [&] {
     return conn_.exec_prepared(
       "SELECT run_id, task_id, stage, attempt, failed_attempts, lost_attempts, snoozed_ms, "
-      "channel_id, priority, payload, inputs FROM spool_claim($1, $2, $3, $4, $5)",
+      "max_retries, channel_id, priority, payload, inputs "
+      "FROM spool_claim($1, $2, $3, $4, $5)",
       ps, "claiming stage runs");
   });
   std::vector<claimed_run> out;
@@ -169,10 +177,11 @@ std::vector<claimed_run> store::claim(std::string_view stage, int limit,
     r.failed_attempts = static_cast<int>(res.i64(i, 4));
     r.lost_attempts = static_cast<int>(res.i64(i, 5));
     r.snoozed = std::chrono::milliseconds{res.i64(i, 6)};
-    r.channel_id = res.str(i, 7);
-    r.priority = res.str(i, 8);
-    r.payload = res.str(i, 9);
-    r.inputs = res.str(i, 10);
+    r.max_retries = static_cast<int>(res.i64(i, 7));
+    r.channel_id = res.str(i, 8);
+    r.priority = res.str(i, 9);
+    r.payload = res.str(i, 10);
+    r.inputs = res.str(i, 11);
     out.push_back(std::move(r));
   }
   return out;

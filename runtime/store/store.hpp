@@ -69,6 +69,9 @@ struct claimed_run {
   int lost_attempts = 0;
   /// Time spent snoozed (rate limited) so far.
   std::chrono::milliseconds snoozed{0};
+  /// The run's retry limit, copied from the stage's retry.max_retries when
+  /// the task was enqueued (a config change applies to new tasks only).
+  int max_retries = 3;
   std::string channel_id;
   std::string priority;
   std::string payload; // JSON object text
@@ -145,6 +148,10 @@ struct worker_info {
 /// A lease token no earlier call in this process returned (1, 2, 3, ...).
 /// Thread-safe.
 int64_t next_lease_token() noexcept;
+
+/// The newest token next_lease_token() has handed out (0 before the first).
+/// Every token at or below it was handed out before this call.
+int64_t last_lease_token() noexcept;
 
 class store {
 public:

@@ -145,7 +145,8 @@ TEST_CASE_METHOD(signals_fixture, "a worker sent SIGHUP keeps running and finish
   CHECK(w.wait(120) == 0);
   CHECK(scalar("SELECT count(*) FROM tasks WHERE state = 'completed'") == 6);
   CHECK(scalar("SELECT count(*) FROM stage_attempts") == 6); // none cut short
-  CHECK_THAT(w.output(), Catch::Contains("got Hangup: ignored"));
+  CHECK_THAT(w.output(), Catch::Contains("got Hangup: re-reading the configuration"));
+  CHECK_THAT(w.output(), Catch::Contains("configuration unchanged (SIGHUP)"));
   CHECK_THAT(w.output(), !Catch::Contains("got Hangup: draining"));
   std::remove(cfg.c_str());
 }

@@ -1,0 +1,134 @@
+#include "actors/maintenance.hpp"
+
+#include "actors/messages.hpp"
+#include "runtime/pg/outage.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/stateful_actor.hpp>
+#include <spdlog/spdlog.h>
+
+namespace spool::actors {
+
+namespace {
+
+enum class duty : int { rescue, sweep };
+
+struct maintenance_state {
+  std::shared_ptr<const config::snapshot> config;
+  caf::actor maintainer;
+  std::shared_ptr<pg::outage_log> outage;
+  bool rescuing = false, sweeping = false;
+  uint64_t generation = 0; // of the timers
+  static inline const char* name = "maintenance";
+};
+
+using self_ptr = caf::stateful_actor<maintenance_state>*;
+
+const config::worker_config& worker(self_ptr self) {
+  return self->state.config->worker;
+}
+
+void arm(self_ptr self, duty d) {
+  auto every = d == duty::rescue ? worker(self).rescue_interval()
+                                 : worker(self).stuck_sweep_interval();
+  self->delayed_send(self, every, tick_atom::value, static_cast<int>(d), self->state.generation);
+}
+
+void rescue(self_ptr self) {
+  auto& st = self->state;
+  if (st.rescuing)
+    return;
+  st.rescuing = true;
+  self->request(st.maintainer, caf::duration{db_budget(worker(self))}, rescue_atom::value)
+    .then(
+      [=](const maintenance_report& r) {
+        self->state.rescuing = false;
+        if (r.rescued > 0)
+          spdlog::warn("rescued {} run(s) whose worker stopped heartbeating ({} failed "
+                       "past their lost-lease limit)",
+                       r.rescued, r.failed);
+      },
+      [=](const caf::error& e) {
+        self->state.rescuing = false;
+        if (!self->state.outage->down())
+          spdlog::warn("lease rescue failed: {}", self->system().render(e));
+      });
+}
+
+void sweep(self_ptr self) {
+  auto& st = self->state;
+  if (st.sweeping)
+    return;
+  st.sweeping = true;
+  std::vector<store::stage_limit> limits;
+  for (auto& s : st.config->stages)
+    limits.push_back({s.name, s.timeout_s, s.timeout_per, s.timeout_max_s, s.retry.base_s});
+  self
+    ->request(st.maintainer, caf::duration{db_budget(worker(self), 2)}, sweep_atom::value,
+              std::move(limits), worker(self).stuck_margin_s, worker(self).stuck_sweep_interval_s)
+    .then(
+      [=](const maintenance_report& r) {
+        self->state.sweeping = false;
+        if (r.stuck > 0)
+          spdlog::warn("stuck-job sweep: rescued {} run(s) running far past their timeout "
+                       "(counted as timed-out attempts)",
+                       r.stuck);
+        if (r.stale > 0)
+          spdlog::warn("stuck-job sweep: {} run(s) have waited longer than a sweep "
+                       "interval to start",
+                       r.stale);
+        if (r.stale_approval > 0)
+          spdlog::warn("stuck-job sweep: {} task(s) have awaited approval longer than a "
+                       "sweep interval",
+                       r.stale_approval);
+      },
+      [=](const caf::error& e) {
+        self->state.sweeping = false;
+        if (!self->state.outage->down())
+          spdlog::warn("stuck-job sweep failed: {}", self->system().render(e));
+      });
+}
+
+caf::behavior maintenance(self_ptr self, std::shared_ptr<const config::snapshot> cfg,
+                          caf::actor maintainer, std::shared_ptr<pg::outage_log> outage) {
+  auto& st = self->state;
+  st.config = std::move(cfg);
+  st.maintainer = std::move(maintainer);
+  st.outage = std::move(outage);
+  arm(self, duty::rescue);
+  arm(self, duty::sweep);
+  return {
+    [=](tick_atom, int d, uint64_t generation) {
+      if (generation != self->state.generation)
+        return;
+      if (static_cast<duty>(d) == duty::rescue)
+        rescue(self);
+      else
+        sweep(self);
+      arm(self, static_cast<duty>(d));
+    },
+    [=](config_atom, std::shared_ptr<const config::snapshot>& next) {
+      auto& s = self->state;
+      bool rearm = next->worker.rescue_interval() != worker(self).rescue_interval()
+                   || next->worker.stuck_sweep_interval() != worker(self).stuck_sweep_interval();
+      s.config = std::move(next);
+      if (rearm) {
+        ++s.generation;
+        arm(self, duty::rescue);
+        arm(self, duty::sweep);
+      }
+    },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_maintenance(caf::local_actor* parent,
+                             std::shared_ptr<const config::snapshot> config,
+                             caf::actor maintainer, std::shared_ptr<pg::outage_log> outage) {
+  return parent->spawn<caf::linked>(maintenance, std::move(config), std::move(maintainer),
+                                    std::move(outage));
+}
+
+} // namespace spool::actors

@@ -1,0 +1,28 @@
+#pragma once
+// Maintenance duties, each on its own timer: the lease rescuer (returns the
+// runs of workers that stopped heartbeating) and the stuck-job sweep (runs
+// far past their timeout, work waiting too long to start). Both run in the
+// database through the maintainer actor and only log what they did.
+//
+// Accepts: (config_atom, snapshot) — new intervals apply from the next
+//          round; the sweep uses the stages' current timeouts.
+
+#include "runtime/config/config.hpp"
+
+#include <caf/actor.hpp>
+#include <caf/fwd.hpp>
+
+#include <memory>
+
+namespace spool::pg {
+class outage_log;
+}
+
+namespace spool::actors {
+
+/// Spawned linked to `parent`; `maintainer` is the database actor.
+caf::actor spawn_maintenance(caf::local_actor* parent,
+                             std::shared_ptr<const config::snapshot> config,
+                             caf::actor maintainer, std::shared_ptr<pg::outage_log> outage);
+
+} // namespace spool::actors
