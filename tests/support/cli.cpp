@@ -20,7 +20,10 @@ namespace spool::test {
 
 [[noreturn]] void exec_spool(const std::vector<std::string>& args,
                              const std::map<std::string, std::string>& env) {
-  std::vector<std::string> argv_s{SPOOL_BINARY};
+  // SPOOL_BENCH_BINARY runs another build of spool (a bench comparing
+  // before and after a change, in one run, against the same schema).
+  const char* other = std::getenv("SPOOL_BENCH_BINARY");
+  std::vector<std::string> argv_s{other != nullptr && *other != '\0' ? other : SPOOL_BINARY};
   argv_s.insert(argv_s.end(), args.begin(), args.end());
   std::vector<char*> argv;
   for (auto& a : argv_s)
