@@ -338,7 +338,7 @@ TEST_CASE("a stored version this binary finds invalid is neither rolled back to 
 
 // -- --config db ---------------------------------------------------------------------
 
-TEST_CASE("--config db enqueues with the newest stored pipeline", "[config_versions][db][cli]") {
+TEST_CASE("enqueue --config db uses the newest stored pipeline", "[config_versions][db][cli]") {
   setup s;
   auto none = run_spool({"enqueue", "--config", "db", "--channel", "UC1"}, s.env);
   CHECK(none.exit_code == 2);
