@@ -142,6 +142,16 @@ TEST_CASE("an invalid push lists every problem and stores and notifies nothing",
   CHECK(missing.exit_code == 2);
   CHECK_THAT(missing.err, Catch::Contains("FILE: /nonexistent/spool.json does not exist"));
 
+  config_file latin1{"{ // caf\xe9\n \"stages\": [{\"name\": \"a\"}]}"};
+  auto not_utf8 = run_spool({"config", "push", latin1.path}, s.env);
+  CHECK(not_utf8.exit_code == 2);
+  CHECK_THAT(not_utf8.err, Catch::Contains("not valid UTF-8 at byte 8"));
+
+  config_file huge{"{\"stages\": [{\"name\": \"a\"}]}" + std::string(1 << 20, ' ')};
+  auto too_big = run_spool({"config", "push", huge.path}, s.env);
+  CHECK(too_big.exit_code == 2);
+  CHECK_THAT(too_big.err, Catch::Contains("a stored configuration holds at most 1048576"));
+
   config_file fine{config_text("a")};
   auto bad_note = run_spool({"config", "push", fine.path, "--note", "two\nlines"}, s.env);
   CHECK(bad_note.exit_code == 2);
