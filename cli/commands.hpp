@@ -67,6 +67,26 @@ std::string resolve_config_path(const std::string& path);
 /// Loads and validates a config file; throws std::invalid_argument listing
 /// every problem as "path: message".
 std::shared_ptr<const config::snapshot> load_config(const std::string& path);
+/// The value of --config that means "the newest configuration stored by
+/// `spool config push`" rather than a file (a file named db: ./db).
+inline constexpr const char* stored_config_source = "db";
+
+/// A configuration and where it came from.
+struct loaded_config {
+  std::shared_ptr<const config::snapshot> config;
+  /// The file's absolute path, or "db".
+  std::string source;
+  /// The stored version it is; 0 for a file.
+  int64_t stored_version = 0;
+};
+
+/// What every --config option accepts: a file (as load_config reads it), or
+/// "db": the newest stored version, read from database_url(g) (a stored
+/// configuration never names the database) and validated as `spool config
+/// push` validates. Throws std::invalid_argument when the file or the stored
+/// version is invalid, or nothing is stored.
+loaded_config load_config_source(const global_options& g, const std::string& path);
+
 /// The queue's view of the configured pipeline.
 std::vector<store::pipeline_stage> pipeline_of(const config::snapshot& cfg);
 /// The config's data_dir made absolute (against the working directory) and
@@ -96,9 +116,19 @@ int migrate_up(const global_options& g, const migrate_options& o);
 int migrate_down(const global_options& g, const migrate_options& o);
 int migrate_status(const global_options& g, const migrate_options& o);
 
-// -- spool config check ------------------------------------------------------------
+// -- spool config check|push|history|show|rollback ----------------------------------
 
 int config_check(const std::string& file);
+/// Validates FILE (as config check, and without database_url) and stores it
+/// as the newest version unless that has the same checksum already.
+int config_push(const global_options& g, const std::string& file, const std::string& note);
+/// Newest first, at most `limit` (1..1000).
+int config_history(const global_options& g, int limit);
+/// Prints a stored version's content as pushed; the newest when `version`
+/// is nullopt.
+int config_show(const global_options& g, std::optional<int64_t> version);
+/// Stores `version`'s content again as the newest version (re-validated).
+int config_rollback(const global_options& g, int64_t version);
 
 // -- queue commands ------------------------------------------------------------------
 

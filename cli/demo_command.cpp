@@ -249,7 +249,7 @@ int demo(const global_options& g, const demo_options& o) {
   // it apart. Warnings still show; --log-level debug shows everything.
   if (spdlog::get_level() == spdlog::level::info)
     spdlog::set_level(spdlog::level::warn);
-  auto real = load_config(o.config);
+  auto real = load_config_source(g, o.config).config;
   auto cfg = o.simulate ? simulated(*real) : real;
   auto url = database_url(g, cfg.get());
   pg::connection conn{url};

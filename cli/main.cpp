@@ -9,6 +9,7 @@
 #include <CLI/CLI.hpp>
 
 #include <functional>
+#include <optional>
 #include <iostream>
 
 namespace {
@@ -53,19 +54,49 @@ void add_migrate_commands(CLI::App& app, action& act, const global_options& g) {
          [&g, o] { return migrate_status(g, *o); });
 }
 
-void add_config_commands(CLI::App& app, action& act) {
-  auto cfg = app.add_subcommand("config", "Validate configuration files");
+void add_config_commands(CLI::App& app, action& act, const global_options& g) {
+  auto cfg = app.add_subcommand("config", "Validate configuration files; store versions of "
+                                          "one in the database for workers to follow");
   cfg->require_subcommand(1);
   auto check = cfg->add_subcommand("check", "Validate a whole config file; print every problem");
   auto file = std::make_shared<std::string>();
   check->add_option("FILE", *file, "The JSON config file")->required();
   on_run(check, act, [file] { return config_check(*file); });
+
+  auto push = cfg->add_subcommand(
+    "push", "Validate a config file and store it as the newest version (workers running "
+            "--config db apply it); nothing is stored when it is unchanged");
+  auto push_file = std::make_shared<std::string>();
+  auto note = std::make_shared<std::string>();
+  push->add_option("FILE", *push_file, "The JSON config file (without database_url)")
+    ->required();
+  push->add_option("--note", *note, "Why, one line (shown by config history)");
+  on_run(push, act, [&g, push_file, note] { return config_push(g, *push_file, *note); });
+
+  auto history = cfg->add_subcommand("history", "Stored versions, newest first");
+  auto limit = std::make_shared<int>(20);
+  history->add_option("--limit", *limit, "At most this many (1..1000)")->capture_default_str();
+  on_run(history, act, [&g, limit] { return config_history(g, *limit); });
+
+  auto show = cfg->add_subcommand("show", "Print a stored version as it was pushed");
+  auto show_version = std::make_shared<std::optional<int64_t>>();
+  show->add_option("VERSION", *show_version, "Version number (default: the newest)");
+  on_run(show, act, [&g, show_version] { return config_show(g, *show_version); });
+
+  auto rollback = cfg->add_subcommand(
+    "rollback", "Store an earlier version again as the newest (validated first)");
+  auto rollback_version = std::make_shared<int64_t>(0);
+  rollback->add_option("VERSION", *rollback_version, "Version number to go back to")
+    ->required();
+  on_run(rollback, act,
+         [&g, rollback_version] { return config_rollback(g, *rollback_version); });
 }
 
 void add_queue_commands(CLI::App& app, action& act, const global_options& g) {
   auto eo = std::make_shared<enqueue_options>();
   auto enq = app.add_subcommand("enqueue", "Queue videos: one from flags, or many from JSONL");
-  enq->add_option("--config", eo->config, "Pipeline config (stages)")->capture_default_str();
+  enq->add_option("--config", eo->config,
+                  "Pipeline config (stages): a file, or db for the newest stored version")->capture_default_str();
   enq->add_option("--channel", eo->channel, "Channel id (e.g. UCxyz or @studio)");
   enq->add_option("--priority", eo->priority, "high, normal or low")->capture_default_str();
   enq->add_option("--client", eo->client, "Client id");
@@ -109,7 +140,9 @@ void add_queue_commands(CLI::App& app, action& act, const global_options& g) {
 void add_run_command(CLI::App& app, action& act, const global_options& g) {
   auto o = std::make_shared<run_options>();
   auto r = app.add_subcommand("run", "Run a worker: claim and execute stage runs");
-  r->add_option("--config", o->config, "Pipeline and worker config")->capture_default_str();
+  r->add_option("--config", o->config,
+                "Pipeline and worker config: a file (reloaded when it changes), or db for the "
+                "newest stored version (reloaded on each push)")->capture_default_str();
   r->add_flag("--exit-when-idle", o->exit_when_idle,
               "Exit 0 once no work is ready, running or waiting on a retry");
   on_run(r, act, [&g, o] { return run(g, *o); });
@@ -125,7 +158,8 @@ void add_demo_command(CLI::App& app, action& act, const global_options& g) {
   d->add_flag("--simulate", o->simulate,
               "Same DAG with the simulate executor and injected failures");
   d->add_flag("--keep", o->keep, "Keep intermediate media (frames, clips, audio)");
-  d->add_option("--config", o->config, "Pipeline config")->capture_default_str();
+  d->add_option("--config", o->config,
+                "Pipeline config: a file, or db for the newest stored version")->capture_default_str();
   d->add_option("--data-dir", o->data_dir, "Where media goes (default: the config's)");
   on_run(d, act, [&g, o] { return demo(g, *o); });
 }
@@ -154,7 +188,7 @@ int main(int argc, char** argv) {
                  "database_url, then the managed local cluster");
   add_db_commands(app, act, g);
   add_migrate_commands(app, act, g);
-  add_config_commands(app, act);
+  add_config_commands(app, act, g);
   add_queue_commands(app, act, g);
   add_run_command(app, act, g);
   add_demo_command(app, act, g);

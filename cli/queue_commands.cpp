@@ -8,6 +8,7 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -97,6 +98,17 @@ void print_task(const json::object& t) {
   }
 }
 
+/// "a,b,c" from an array of strings.
+std::string joined(const json::array& xs) {
+  std::string out;
+  for (auto& x : xs) {
+    if (!out.empty())
+      out += ',';
+    out += text_of(x);
+  }
+  return out;
+}
+
 void print_status(const json::object& s) {
   static const char* states[] = {"blocked", "scheduled", "ready",   "running",
                                  "done",    "failed",    "skipped", "cancelled"};
@@ -135,19 +147,44 @@ void print_status(const json::object& s) {
       mark = "  (stale, no heartbeat for " + duration_text(age) + ")";
     else if (state == "stopped")
       mark = "  (stopped)";
+    if (w.at("config_differs").as_bool())
+      mark += "  (config differs)";
     auto config = text_of(w.at("config_version"));
-    std::string stages;
-    for (auto& st : w.at("stages").as_array()) {
-      if (!stages.empty())
-        stages += ',';
-      stages += text_of(st);
-    }
-    std::printf("  %-32s %s pid %lld  running %lld  heartbeat %s ago  config %s  stages %s%s\n",
+    if (config.empty())
+      config = "-";
+    if (auto& v = w.at("config_stored_version"); !v.is_null())
+      config += " v" + text_of(v);
+    auto pending = joined(w.at("config_restart_pending").as_array());
+    if (!pending.empty())
+      pending = "  restart pending: " + pending;
+    auto stages = joined(w.at("stages").as_array());
+    std::printf("  %-32s %s pid %lld  running %lld  heartbeat %s ago  config %s  stages %s%s%s\n",
                 text_of(w.at("id")).c_str(), text_of(w.at("host")).c_str(),
                 static_cast<long long>(w.at("pid").as_int64()),
                 static_cast<long long>(w.at("running").as_int64()), duration_text(age).c_str(),
-                config.empty() ? "-" : config.c_str(), stages.empty() ? "all" : stages.c_str(),
+                config.c_str(), stages.empty() ? "all" : stages.c_str(), pending.c_str(),
                 mark.c_str());
+  }
+  auto& configs = s.at("configurations").as_array();
+  if (configs.size() > 1) {
+    // The reference first, then the others, most used first.
+    std::vector<const json::object*> order;
+    for (auto& c : configs)
+      order.push_back(&c.as_object());
+    std::stable_sort(order.begin(), order.end(), [](auto* a, auto* b) {
+      if (a->at("reference").as_bool() != b->at("reference").as_bool())
+        return a->at("reference").as_bool();
+      return a->at("workers").as_int64() > b->at("workers").as_int64();
+    });
+    std::string list;
+    for (auto* c : order) {
+      auto n = c->at("workers").as_int64();
+      list += (list.empty() ? "" : ", ") + text_of(c->at("checksum")) + " ("
+              + std::to_string(n) + (n == 1 ? " worker" : " workers")
+              + (c->at("reference").as_bool() ? "" : ", marked \"config differs\"") + ")";
+    }
+    std::printf("warning: live workers run %zu different configurations: %s\n", configs.size(),
+                list.c_str());
   }
   for (auto& u : s.at("unserved").as_array())
     std::printf("warning: %lld ready %s run(s), but no live worker serves %s\n",
@@ -200,7 +237,7 @@ int enqueue(const global_options& g, const enqueue_options& o) {
       o.channel, o.priority, o.client, o.campaign, o.payload,
       o.idempotency_key.empty() ? std::nullopt : std::optional{o.idempotency_key}));
   }
-  auto cfg = load_config(o.config);
+  auto cfg = load_config_source(g, o.config).config;
   pg::connection conn{database_url(g, cfg.get())};
   store::store q{conn};
   auto res = q.enqueue(tasks, pipeline_of(*cfg));

@@ -16,12 +16,14 @@ std::string data_dir_for(const config::snapshot& cfg) {
 }
 
 int run(const global_options& g, const run_options& o) {
-  auto cfg = load_config(o.config);
+  auto loaded = load_config_source(g, o.config);
   actors::worker_options wo;
-  wo.database_url = database_url(g, cfg.get());
-  wo.data_dir = data_dir_for(*cfg);
+  wo.database_url = database_url(g, loaded.config.get());
+  wo.data_dir = data_dir_for(*loaded.config);
   wo.exit_when_idle = o.exit_when_idle;
-  return actors::run_worker(cfg, wo);
+  wo.config_source = loaded.source;
+  wo.config_stored_version = loaded.stored_version;
+  return actors::run_worker(loaded.config, wo);
 }
 
 } // namespace spool::cli

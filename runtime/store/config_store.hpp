@@ -8,12 +8,18 @@
 
 #include "runtime/pg/connection.hpp"
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
 
 namespace spool::store {
+
+/// The largest content stored (bytes), as the table's CHECK says.
+inline constexpr std::size_t max_config_bytes = 1 << 20;
+/// The longest note (characters), as the table's CHECK says.
+inline constexpr std::size_t max_note_chars = 1000;
 
 /// One stored configuration version.
 struct stored_config {
@@ -36,6 +42,22 @@ struct stored_config {
 int64_t push_config(pg::connection& c, const std::string& content, const std::string& checksum,
                     const std::string& pushed_by, const std::string& note);
 
+/// What push_config_if_changed did.
+struct push_outcome {
+  /// The new version, or the newest one when nothing was stored.
+  int64_t version = 0;
+  /// False when the newest stored version already had the checksum.
+  bool created = false;
+};
+
+/// Like push_config, unless the newest stored version already has
+/// `checksum`: then it stores and NOTIFYs nothing. Concurrent pushes are
+/// serialized (an exclusive table lock held to the commit), so two pushes
+/// of one configuration store it once.
+push_outcome push_config_if_changed(pg::connection& c, const std::string& content,
+                                    const std::string& checksum,
+                                    const std::string& pushed_by, const std::string& note);
+
 /// The newest version, or nullopt when none was pushed.
 std::optional<stored_config> latest_config(pg::connection& c);
 
@@ -48,7 +70,8 @@ std::vector<stored_config> config_history(pg::connection& c, int limit);
 /// Records the configuration a worker applied: its checksum, the stored
 /// version it came from (0 for a file), when it applied it (microseconds
 /// since the epoch, the worker's clock) and the changed properties it kept
-/// at their old values because they need a restart.
+/// at their old values because they need a restart. Throws
+/// std::runtime_error when no worker has that id (it registers first).
 void record_applied_config(pg::connection& c, const std::string& worker_id,
                            const std::string& checksum, int64_t stored_version,
                            int64_t applied_us, const std::vector<std::string>& restart_pending);

@@ -4,6 +4,8 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
+#include <map>
 #include <set>
 #include <string>
 
@@ -49,6 +51,11 @@ json::array rows_json(const pg::result& res) {
   return out;
 }
 
+template <class T>
+json::value nullable(const std::optional<T>& x) {
+  return x ? json::value(*x) : json::value(nullptr);
+}
+
 } // namespace
 
 json::value queue_status(pg::connection& conn) {
@@ -85,6 +92,11 @@ json::value queue_status(pg::connection& conn) {
   json::array workers;
   std::set<std::string> served; // stages some live worker serves
   bool serves_all = false;      // a live worker that did not say (no stages)
+  struct config_use {
+    int64_t workers = 0;
+    double applied = 0; // the latest config_applied_at (epoch seconds)
+  };
+  std::map<std::string, config_use> configs; // of live workers, by checksum
   auto ws = conn.exec(
     "SELECT id, host, pid, config_version, "
     "to_char(last_heartbeat AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
@@ -93,7 +105,10 @@ json::value queue_status(pg::connection& conn) {
     "CASE WHEN stopped_at IS NOT NULL THEN 'stopped' "
     "  WHEN last_heartbeat > now() - lease_ms * interval '1 millisecond' THEN 'live' "
     "  ELSE 'stale' END, "
-    "array_to_json(stages)::text, lease_ms "
+    "array_to_json(stages)::text, lease_ms, config_stored_version, "
+    "to_char(config_applied_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
+    "array_to_json(config_restart_pending)::text, "
+    "extract(epoch FROM config_applied_at)::float8 "
     "FROM workers w "
     "ORDER BY stopped_at IS NOT NULL, "
     "  last_heartbeat <= now() - lease_ms * interval '1 millisecond', "
@@ -118,8 +133,41 @@ json::value queue_status(pg::connection& conn) {
                                    {"state", state},
                                    {"stale", state == "stale"},
                                    {"stages", std::move(stages)},
-                                   {"lease_ms", ws.i64(i, 10)}});
+                                   {"lease_ms", ws.i64(i, 10)},
+                                   {"config_stored_version", nullable(ws.opt_i64(i, 11))},
+                                   {"config_applied_at", nullable(ws.opt_str(i, 12))},
+                                   {"config_restart_pending", json::parse(ws.text(i, 13))},
+                                   {"config_differs", false}});
+    if (auto checksum = ws.opt_str(i, 3).value_or(""); state == "live" && !checksum.empty()) {
+      auto& c = configs[checksum];
+      ++c.workers;
+      c.applied = std::max(c.applied, ws.opt_f64(i, 14).value_or(0));
+    }
   }
+  // Live workers that run different configurations: the one most run (the
+  // most recently applied among equals) is the reference; the others are
+  // flagged. One configuration, or none known: nothing is flagged.
+  json::array configurations;
+  if (!configs.empty()) {
+    auto ref = configs.begin();
+    for (auto it = configs.begin(); it != configs.end(); ++it)
+      if (it->second.workers > ref->second.workers
+          || (it->second.workers == ref->second.workers
+              && it->second.applied > ref->second.applied))
+        ref = it;
+    for (auto& [checksum, c] : configs)
+      configurations.push_back(json::object{{"checksum", checksum},
+                                            {"workers", c.workers},
+                                            {"reference", checksum == ref->first}});
+    if (configs.size() > 1)
+      for (auto& wv : workers) {
+        auto& w = wv.as_object();
+        auto& checksum = w.at("config_version").as_string();
+        w["config_differs"] =
+          w.at("state") == "live" && !checksum.empty() && checksum != ref->first;
+      }
+  }
+  out["configurations"] = std::move(configurations);
   // Workers beyond the 100 listed still count as serving their stages.
   if (ws.rows() == 100 && !serves_all) {
     auto more = conn.exec(

@@ -21,6 +21,16 @@ namespace spool::store {
 /// with ready runs that no live worker serves. A worker is live while it is
 /// not stopped and its last heartbeat is younger than its lease; a worker
 /// that registered no stages counts as serving every stage.
+///
+/// Each worker also has the configuration it runs: "config_version" (its
+/// checksum; "" when unknown), "config_stored_version" (the stored version
+/// it came from; null for a file or when not recorded), "config_applied_at"
+/// (null when not recorded), "config_restart_pending" (changed properties
+/// kept at their old values until a restart) and "config_differs".
+/// "configurations": [{"checksum", "workers", "reference"}] lists the
+/// checksums live workers run; when there are several, the reference is the
+/// one most of them run (among equals, the one applied most recently) and
+/// every live worker running another has "config_differs": true.
 boost::json::value queue_status(pg::connection& conn);
 
 /// A task with every stage run and attempt; nullopt when there is none.
