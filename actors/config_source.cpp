@@ -130,7 +130,7 @@ caf::behavior config_source(self_ptr self, config_source_options opts) {
   auto& st = self->state;
   st.opts = std::move(opts);
   st.stored_version = st.opts.stored_version;
-  if (!st.opts.source.empty() && st.opts.source != "db")
+  if (st.opts.watch && !st.opts.source.empty() && st.opts.source != "db")
     self->spawn<caf::detached + caf::linked>(file_watcher, st.opts.source,
                                              caf::actor_cast<caf::actor>(self));
   return {

@@ -29,6 +29,8 @@ namespace spool::actors {
 struct config_source_options {
   /// An absolute file path, "db", or empty.
   std::string source;
+  /// A file: watch it (else only reload_atom re-reads it).
+  bool watch = true;
   /// db: the stored version in force at start.
   int64_t stored_version = 0;
   caf::actor maintainer; // db: fetches the newest stored version

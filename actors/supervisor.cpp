@@ -379,7 +379,8 @@ caf::behavior supervisor(self_ptr self, std::shared_ptr<const config::snapshot> 
   st.leases = spawn_lease_keeper(self, st.config,
                                  {st.opts.worker_id, st.heartbeater, st.outcomes, st.outage});
   st.maintenance = spawn_maintenance(self, st.config, st.maintainer, st.outage);
-  st.source = spawn_config_source(self, {st.opts.config_source, st.stored_version, st.maintainer,
+  st.source = spawn_config_source(self, {st.opts.config_source, st.opts.watch_config,
+                                         st.stored_version, st.maintainer,
                                          caf::actor_cast<caf::actor>(self), st.outage});
   for (auto& stage : st.config->stages)
     add_pool(self, stage.name);

@@ -51,6 +51,8 @@ struct supervisor_options {
   /// Where the configuration is re-read from: an absolute file path, "db",
   /// or empty (never).
   std::string config_source;
+  /// File source: watch the file for changes.
+  bool watch_config = true;
   /// The stored version the configuration came from (db; 0 otherwise).
   int64_t config_stored_version = 0;
   std::shared_ptr<exec::command_runner> runner;

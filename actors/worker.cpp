@@ -60,6 +60,7 @@ int run_worker(std::shared_ptr<const config::snapshot> config, const worker_opti
     so.exit_when_idle = opts.exit_when_idle;
     so.config_source = opts.config_source;
     so.config_stored_version = opts.config_stored_version;
+    so.watch_config = opts.watch_config;
     so.runner = runner;
     so.exit_code = exit_code;
     auto sup = spawn_supervisor(sys, std::move(config), so);

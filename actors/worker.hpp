@@ -19,6 +19,9 @@ struct worker_options {
   /// "db" (the newest version stored by `spool config push`, re-read on its
   /// NOTIFY and on SIGHUP). Empty: the configuration never changes.
   std::string config_source;
+  /// File source: apply changes of the file as they are saved (inotify);
+  /// without, only SIGHUP re-reads it.
+  bool watch_config = true;
   /// The stored version the initial configuration came from (db only).
   int64_t config_stored_version = 0;
 };

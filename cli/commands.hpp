@@ -155,6 +155,8 @@ int status(const global_options& g, bool json);
 struct run_options {
   std::string config = "config/spool.json";
   bool exit_when_idle = false;
+  /// Re-read a config file when it changes (SIGHUP re-reads it anyway).
+  bool watch = true;
 };
 int run(const global_options& g, const run_options& o);
 

@@ -145,6 +145,8 @@ void add_run_command(CLI::App& app, action& act, const global_options& g) {
                 "newest stored version (reloaded on each push)")->capture_default_str();
   r->add_flag("--exit-when-idle", o->exit_when_idle,
               "Exit 0 once no work is ready, running or waiting on a retry");
+  r->add_flag("!--no-watch", o->watch,
+              "Do not watch the config file; re-read it on SIGHUP only");
   on_run(r, act, [&g, o] { return run(g, *o); });
 }
 

@@ -22,6 +22,7 @@ int run(const global_options& g, const run_options& o) {
   wo.data_dir = data_dir_for(*loaded.config);
   wo.exit_when_idle = o.exit_when_idle;
   wo.config_source = loaded.source;
+  wo.watch_config = o.watch;
   wo.config_stored_version = loaded.stored_version;
   return actors::run_worker(loaded.config, wo);
 }
