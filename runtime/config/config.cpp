@@ -378,7 +378,8 @@ struct condition {
 
 /// One declared property of scope S (snapshot for top-level keys,
 /// stage_config for keys inside a stage). Built with the chainable setters
-/// below; `needs_restart` defaults to true (opt in to live change).
+/// below; `effect` defaults to restart (opt in to live change with .live(),
+/// or mark a key copied into each task at enqueue with .new_tasks()).
 template <class S>
 struct property {
   std::string_view key; // dotted, relative to the scope
@@ -393,7 +394,7 @@ struct property {
   check_fn check_ = nullptr;
   std::string_view check_text;
   condition when_;
-  bool needs_restart = true;
+  change_effect effect = change_effect::restart;
   std::string_view description;
   void (*set)(S&, const json::value&) = nullptr; // null for objects
   json::value (*get)(const S&) = nullptr;        // null for objects
@@ -440,7 +441,14 @@ struct property {
     return *this;
   }
   property& live() {
-    needs_restart = false;
+    effect = change_effect::live;
+    return *this;
+  }
+  /// The key is copied into each task when it is enqueued (spool_enqueue
+  /// stores it in the task's stage_runs): a change reaches only tasks
+  /// enqueued after it.
+  property& new_tasks() {
+    effect = change_effect::new_tasks;
     return *this;
   }
   property& doc(std::string_view text) {
@@ -676,7 +684,7 @@ const std::vector<property<snapshot>>& root_properties() {
     group<snapshot>("stages", property_type::object_list)
       .required()
       .rule("at least one")
-      .live()
+      .new_tasks()
       .doc("The pipeline's stages, in file order."),
   };
   return table;
@@ -693,12 +701,12 @@ const std::vector<property<stage_config>>& stage_properties() {
     field<&sc::name>("name")
       .required()
       .check(check_stage_name, "[a-z][a-z0-9_]{0,62}, unique")
-      .live()
+      .new_tasks()
       .doc("Name of the stage."),
     field<&sc::after>("after")
       .def("[]")
       .rule("names of other stages, no cycle")
-      .live()
+      .new_tasks()
       .doc("Stages whose output this stage waits for."),
     field<&sc::max_concurrent>("max_concurrent")
       .def("1")
@@ -723,7 +731,7 @@ const std::vector<property<stage_config>>& stage_properties() {
       .doc("Upper bound in seconds of a timeout scaled by timeout_per."),
     field<&sc::optional>("optional")
       .def("false")
-      .live()
+      .new_tasks()
       .doc("When true, a failure of this stage leaves the task "
            "partially_completed instead of failed."),
     field<&sc::max_cost>("max_cost")
@@ -745,7 +753,7 @@ const std::vector<property<stage_config>>& stage_properties() {
     field<&sc::retry, &retry_policy::max_retries>("retry.max_retries")
       .def("3")
       .between(0, 100)
-      .live()
+      .new_tasks()
       .doc("Counted failures retried before the run fails."),
     field<&sc::retry, &retry_policy::base_s>("retry.base_s")
       .def("5")
@@ -785,7 +793,7 @@ const std::vector<property<stage_config>>& stage_properties() {
     field<&sc::retry, &retry_policy::max_lost_leases>("retry.max_lost_leases")
       .def("5")
       .between(0, 100)
-      .live()
+      .new_tasks()
       .doc("Leases a run may lose because its worker died or stalled before "
            "it fails; counted apart from max_retries, copied into runs at "
            "enqueue."),
@@ -1441,7 +1449,8 @@ void describe_into(std::vector<property_info>& out) {
       info.applies_when =
         std::string(p.when_.key) + " = " + std::string(p.when_.value);
     info.required = p.required_;
-    info.needs_restart = p.needs_restart;
+    info.effect = p.effect;
+    info.needs_restart = p.effect == change_effect::restart;
     info.description = std::string(p.description);
     out.push_back(std::move(info));
   }
@@ -1559,19 +1568,113 @@ std::string compute_version(const snapshot& s) {
   return out;
 }
 
+// -- changes between snapshots ------------------------------------------------
+
+std::string_view to_string(change_effect e) noexcept {
+  switch (e) {
+    case change_effect::live:
+      return "live";
+    case change_effect::restart:
+      return "restart";
+    case change_effect::new_tasks:
+      return "new tasks";
+  }
+  return "unknown";
+}
+
+namespace {
+
+/// The text of a side where there is nothing: a stage added or removed, or
+/// a key of an executor variant (or latency shape) not selected.
+constexpr std::string_view absent_text = "(none)";
+
+/// How a whole stage added or removed takes effect: spool_enqueue creates
+/// one run per configured stage in each task, so tasks already queued keep
+/// runs of a removed stage and get none of an added one.
+constexpr change_effect stage_set_effect = change_effect::new_tasks;
+
+std::string compact(const json::value& v) {
+  std::string out;
+  write_json(out, v);
+  return out;
+}
+
+/// Appends the leaf properties of scope S that differ between `old` and
+/// `next`, in registry order, each keyed `prefix` + its dotted key. A key
+/// is compared where it applies to either side (so keys of an unselected
+/// executor kind make no noise) and shows "(none)" on a side where it does
+/// not apply.
+template <class S>
+void diff_scope(const S& old, const S& next, const std::string& prefix,
+                std::vector<change>& out) {
+  for (const auto& p : properties_of<S>()) {
+    if (!p.is_leaf())
+      continue;
+    if constexpr (std::is_same_v<S, stage_config>)
+      if (p.key == "name") // stages are matched by name
+        continue;
+    auto in_old = applies(old, p);
+    auto in_next = applies(next, p);
+    if (!in_old && !in_next)
+      continue;
+    auto before = p.get(old);
+    auto after = p.get(next);
+    // Also when the key applies to one side only: the other side then holds
+    // the default it was left at (kind simulate -> command keeps latency.ms
+    // 200), which is no change worth a line.
+    if (before == after)
+      continue;
+    out.push_back(change{prefix + std::string(p.key),
+                         in_old ? compact(before) : std::string(absent_text),
+                         in_next ? compact(after) : std::string(absent_text),
+                         p.effect});
+  }
+}
+
+std::string stage_key(const std::string& name) {
+  return "stages[" + name + "]";
+}
+
+} // namespace
+
+std::vector<change> diff(const snapshot& old, const snapshot& next) {
+  std::vector<change> out;
+  diff_scope(old, next, "", out);
+  for (const auto& st : next.stages) {
+    if (const auto* before = old.stage(st.name))
+      diff_scope(*before, st, stage_key(st.name) + ".", out);
+    else
+      out.push_back(change{stage_key(st.name), std::string(absent_text),
+                           compact(to_object(st)), stage_set_effect});
+  }
+  for (const auto& st : old.stages)
+    if (next.stage(st.name) == nullptr)
+      out.push_back(change{stage_key(st.name), compact(to_object(st)),
+                           std::string(absent_text), stage_set_effect});
+  return out;
+}
+
 std::vector<std::string> restart_required(const snapshot& old,
                                           const snapshot& next) {
   std::vector<std::string> out;
+  for (auto& c : diff(old, next))
+    if (c.effect == change_effect::restart)
+      out.push_back(std::move(c.key));
+  return out;
+}
+
+snapshot keep_restart_only(const snapshot& old, const snapshot& next) {
+  auto out = next;
   for (const auto& p : root_properties())
-    if (p.needs_restart && p.is_leaf() && p.get(old) != p.get(next))
-      out.emplace_back(p.key);
-  for (const auto& p : stage_properties()) {
-    if (!p.needs_restart || !p.is_leaf())
-      continue;
-    for (const auto& st : next.stages)
-      if (const auto* before = old.stage(st.name);
-          before != nullptr && p.get(*before) != p.get(st))
-        out.push_back("stages[" + st.name + "]." + std::string(p.key));
+    if (p.is_leaf() && p.effect == change_effect::restart)
+      p.set(out, p.get(old));
+  for (auto& st : out.stages) {
+    const auto* before = old.stage(st.name);
+    if (before == nullptr)
+      continue; // a new stage has nothing to keep
+    for (const auto& p : stage_properties())
+      if (p.is_leaf() && p.effect == change_effect::restart)
+        p.set(st, p.get(*before));
   }
   return out;
 }

@@ -4,9 +4,9 @@
 // whole-file validator that reports every problem with its path.
 //
 // The format is documented in config/README.md. Every key is declared once
-// in the registry (config.cpp) with its type, default, bounds, whether a
-// change needs a restart, and a one-line description; `describe()` lists
-// them. Defaults are also the member initializers below, so that tests can
+// in the registry (config.cpp) with its type, default, bounds, when a
+// change takes effect (live, restart or new tasks: see change_effect), and a
+// one-line description; `describe()` lists them. Defaults are also the member initializers below, so that tests can
 // build a snapshot directly; a test keeps the two in agreement.
 //
 // Pure logic: no CAF, no database, no I/O beyond `load_file`.
@@ -146,7 +146,8 @@ struct worker_config {
 /// the decision function.
 struct retry_policy {
   /// Counted failures tolerated before the run fails: 3 means up to 4
-  /// attempts. 0..100. Defaults to 3.
+  /// attempts. 0..100. Defaults to 3. Copied into each run at enqueue: a
+  /// change applies to tasks enqueued after the change.
   int max_retries = 3;
   /// Backoff after the first counted failure, in seconds. 0..86400. Also
   /// the snooze for a rate-limited error that names no Retry-After.
@@ -168,8 +169,8 @@ struct retry_policy {
   /// 86400 (a day).
   double max_snoozed_total_s = 86400;
   /// Leases a run may lose (its worker died or stalled) before it fails.
-  /// Counted apart from max_retries; copied into each run at enqueue.
-  /// 0..100. Defaults to 5.
+  /// Counted apart from max_retries. 0..100. Defaults to 5. Copied into each
+  /// run at enqueue: a change applies to tasks enqueued after the change.
   int max_lost_leases = 5;
 
   bool operator==(const retry_policy&) const = default;
@@ -290,11 +291,16 @@ struct executor_config {
 
 // -- stages -------------------------------------------------------------------
 
-/// One stage of the pipeline (an element of "stages"). All live.
+/// One stage of the pipeline (an element of "stages"). Live, except what
+/// the enqueue copies into each task (the stage set, `after`, `optional`,
+/// retry.max_retries and retry.max_lost_leases): a change of those applies
+/// to tasks enqueued after the change.
 struct stage_config {
-  /// Unique name, [a-z][a-z0-9_]{0,62}. Required.
+  /// Unique name, [a-z][a-z0-9_]{0,62}. Required. A stage renamed is one
+  /// removed and one added: applies to tasks enqueued after the change.
   std::string name;
-  /// Stages this one waits for. Defaults to none.
+  /// Stages this one waits for. Defaults to none. Applies to tasks enqueued
+  /// after the change.
   std::vector<std::string> after;
   /// Stage actors in this worker's pool. 1..10000. Defaults to 1.
   int max_concurrent = 1;
@@ -309,7 +315,7 @@ struct stage_config {
   /// >= timeout_s. Defaults to 86400 (a day).
   double timeout_max_s = 86400;
   /// Whether the task may end partially_completed when this stage fails.
-  /// Defaults to false.
+  /// Defaults to false. Applies to tasks enqueued after the change.
   bool optional = false;
   /// Sanity cap of the cost one execution may report, in USD; a result
   /// above it fails its run (see exec/outcome_check.hpp). > 0 and
@@ -434,21 +440,28 @@ std::string canonical_json(const snapshot& s);
 std::string compute_version(const snapshot& s);
 
 /// Names of the properties that need a restart and differ between two
-/// snapshots, in registry order (e.g. {"data_dir", "database_url",
-/// "worker.db_statement_timeout_s"}). Empty
-/// when `next` can be applied live. (No stage property needs a restart
-/// today; one would be named "stages[<stage>].<key>".)
+/// snapshots: the keys of diff(old, next) whose effect is restart, in its
+/// order (e.g. {"data_dir", "database_url",
+/// "worker.db_statement_timeout_s"}). Empty when a reload can apply all of
+/// `next`. (No stage property needs a restart today; one would be named
+/// "stages[<stage>].<key>".)
 std::vector<std::string> restart_required(const snapshot& old,
                                           const snapshot& next);
 
-// -- changes between snapshots ---------------------------------------------------
+// -- changes between snapshots ------------------------------------------------
 
 /// When a change of a property takes effect.
 enum class change_effect {
-  live,      // a reload applies it: running jobs keep the old value, new claims get the new one
-  restart,   // a reload reports it and keeps the old value until the worker restarts
-  new_tasks, // copied into a task when it is enqueued (the DAG, optional, retry limits):
-             // a change applies to tasks enqueued after it; tasks already queued keep theirs
+  /// A reload applies it: running jobs finish under the old value, new
+  /// claims get the new one.
+  live,
+  /// A reload reports it ("restart required") and keeps the old value until
+  /// the worker restarts.
+  restart,
+  /// Copied into a task when it is enqueued (the stage set and DAG,
+  /// optional, retry.max_retries, retry.max_lost_leases): a change applies
+  /// to tasks enqueued after it; tasks already queued keep theirs.
+  new_tasks,
 };
 
 /// Returns "live", "restart" or "new tasks".
@@ -456,25 +469,45 @@ std::string_view to_string(change_effect e) noexcept;
 
 /// One property that differs between two snapshots.
 struct change {
-  /// "worker.lease_s", "stages[video_gen].retry.factor"; a stage added or
-  /// removed as a whole is "stages[video_gen]".
+  /// The property's dotted key as in the file, a stage's keys prefixed
+  /// with "stages[<name>]." (not its index): "data_dir", "worker.lease_s",
+  /// "stages[video_gen].retry.factor",
+  /// "stages[video_gen].executor.latency.ms". A stage added or removed as a
+  /// whole is one change keyed "stages[video_gen]".
   std::string key;
-  /// Compact JSON of the old and new value; "(none)" for the side of an
-  /// added or removed stage.
+  /// Compact JSON of the old and new value ("30", "\"command\"",
+  /// "[\"asset_gen\"]"); for a whole stage, its canonical JSON (as in
+  /// canonical_json). "(none)" on the side where there is nothing: the
+  /// missing side of an added or removed stage, or the side where the key
+  /// does not apply (a key of the executor kind or latency dist not
+  /// selected there).
   std::string before;
   std::string after;
+  /// The property's effect; a stage added or removed is new_tasks (each
+  /// task gets one run per stage configured when it is enqueued).
   change_effect effect = change_effect::live;
 
   bool operator==(const change&) const = default;
 };
 
 /// Every leaf property that differs, in registry order (top level, worker,
-/// then stages in `next`'s order, then removed stages). Stages are matched by
-/// name. Empty for equal snapshots.
+/// then stages in `next`'s order, each added one where it stands, then
+/// removed stages in `old`'s order). Stages are matched by name; a change
+/// of their order alone is no change. A key is compared where it applies to
+/// either side, so keys of an executor kind selected on neither side make
+/// no noise; when `kind` (or latency `dist`) changes, the change lists it
+/// and the keys of either variant whose values differ. Empty for equal
+/// snapshots (and whenever their canonical JSON is equal up to stage
+/// order).
 std::vector<change> diff(const snapshot& old, const snapshot& next);
 
-/// `next` with every restart-only property set back to its value in `old`:
-/// what a running worker applies. Keeps `next.version`.
+/// `next` with every restart-only property (data_dir, database_url,
+/// worker.db_* except db_call_timeout_s, and any stage key marked restart,
+/// for stages present in both) set back to its value in `old`: what a
+/// running worker applies. Keeps `next.version`. Cross-key rules are not
+/// re-checked: when `next` lowers both worker.db_statement_timeout_s and
+/// worker.db_call_timeout_s, the result keeps the old statement timeout
+/// with the new, possibly smaller, call deadline.
 snapshot keep_restart_only(const snapshot& old, const snapshot& next);
 
 // -- registry -----------------------------------------------------------------
@@ -510,9 +543,11 @@ struct property_info {
   std::string applies_when;
   /// Whether the key must be present (where it applies).
   bool required;
-  /// Whether a change only takes effect after a restart.
+  /// Whether a change only takes effect after a restart (effect ==
+  /// restart).
   bool needs_restart;
-  /// When a change takes effect (restart exactly when needs_restart).
+  /// When a change takes effect: live, restart, or new tasks (copied into
+  /// each task at enqueue: applies to tasks enqueued after the change).
   change_effect effect = change_effect::live;
   /// One line.
   std::string description;

@@ -83,7 +83,7 @@ std::string readme_row(const property_info& p) {
                   + p.applies_when;
   return "| `" + p.name + "` | " + std::string(to_string(p.type)) + " | "
          + def + " | " + constraint + " | "
-         + (p.needs_restart ? "restart" : "live") + " | " + p.description
+         + std::string(to_string(p.effect)) + " | " + p.description
          + " |";
 }
 
