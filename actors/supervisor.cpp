@@ -235,9 +235,14 @@ void apply(self_ptr self, const config_update& u) {
       restart.push_back(c.key);
       continue;
     }
-    applied += (applied.empty() ? "" : "; ") + c.key + " " + c.before + " -> " + c.after;
-    if (c.effect == config::change_effect::new_tasks)
-      applied += " (for tasks enqueued from now on)";
+    applied += applied.empty() ? "" : "; ";
+    if (c.key.back() == ']') // a whole stage: its pool starts or drains
+      applied += c.key + (c.before == "(none)" ? " added" : " removed");
+    else
+      applied += c.key + " " + c.before + " -> " + c.after
+                 + (c.effect == config::change_effect::new_tasks
+                      ? " (for tasks enqueued from now on)"
+                      : "");
   }
   auto before = st.config;
   auto next = std::make_shared<const config::snapshot>(config::keep_restart_only(*before, *u.config));

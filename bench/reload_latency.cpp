@@ -27,6 +27,7 @@
 #include "tests/support/test_db.hpp"
 
 #include <atomic>
+#include <csignal>
 #include <cstdlib>
 #include <memory>
 #include <thread>

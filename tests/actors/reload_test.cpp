@@ -350,6 +350,8 @@ TEST_CASE_METHOD(reload_fixture, "SIGHUP makes a database-configured worker look
   REQUIRE(run_spool({"config", "push", first_path}, env).exit_code == 0);
   spool_process w{{"run", "--config", "db"}, env};
   REQUIRE(applied(version_of(first)));
+  // Its listener connects (and looks for a newer version once) meanwhile.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
   // A version stored without its NOTIFY (as if the notification was lost).
   auto second = config_text(sim_stage("a", 3, 10));
   conn.query("INSERT INTO spool_config_versions (checksum, content, pushed_by) "
