@@ -174,6 +174,7 @@ struct listener_state {
   std::unique_ptr<pg::connection> conn;
   db_options db;
   caf::actor subscriber;
+  std::map<std::string, caf::actor> pools; // a stage's wake-ups go straight to its pool
   std::chrono::milliseconds backoff{100};
 };
 
@@ -204,9 +205,15 @@ caf::behavior listener(caf::stateful_actor<listener_state>* self, db_options db,
         // Wait for input, but come back to the mailbox at least every
         // 100 ms so that an exit is served promptly.
         if (st.conn->wait_readable(100ms))
-          for (auto& n : st.conn->drain_notifications())
+          for (auto& n : st.conn->drain_notifications()) {
+            if (n.channel == "spool_wakeup")
+              if (auto p = st.pools.find(n.payload); p != st.pools.end()) {
+                self->send(p->second, wakeup_atom::value);
+                continue;
+              }
             self->send(st.subscriber, wakeup_atom::value,
                        notice{std::move(n.channel), std::move(n.payload)});
+          }
         self->send(self, poll_atom::value);
       } catch (const std::exception& e) {
         st.db.outage->failed(e.what());
@@ -217,6 +224,7 @@ caf::behavior listener(caf::stateful_actor<listener_state>* self, db_options db,
         st.backoff = std::min<std::chrono::milliseconds>(st.backoff * 2, 5s);
       }
     },
+    [=](pools_atom, pool_set& ps) { self->state.pools = std::move(ps.by_stage); },
   };
 }
 

@@ -26,8 +26,11 @@
 //              when none)
 // listener:    LISTENs on spool_wakeup, spool_cancel and spool_config and
 //              sends each notification to `subscriber` as (wakeup_atom,
-//              notice); after each (re)connect also an empty spool_wakeup
-//              and spool_config notice (what was missed while deaf).
+//              notice), except a stage's wake-up, which goes straight to
+//              the stage's pool as (wakeup_atom) once (pools_atom,
+//              pool_set) named it; after each (re)connect also an empty
+//              spool_wakeup and spool_config notice (what was missed while
+//              deaf).
 
 #include "runtime/pg/connection.hpp"
 

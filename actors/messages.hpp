@@ -15,6 +15,7 @@
 #include <caf/atom.hpp>
 
 #include <chrono>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -182,9 +183,11 @@ struct applied_config {
   std::vector<std::string> restart_pending;
 };
 
-/// Every pool that may hold work, the retiring ones included.
+/// Every pool that may hold work, the retiring ones included, and the pool
+/// that serves each configured stage (where its wake-ups go).
 struct pool_set {
   std::vector<caf::actor> pools;
+  std::map<std::string, caf::actor> by_stage;
 };
 
 } // namespace spool::actors
@@ -208,7 +211,7 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(spool::actors::pool_stats)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(spool::actors::config_update)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(spool::actors::applied_config)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(spool::actors::pool_set)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(spool::store::outcome_record)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<spool::store::outcome_record>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(spool::store::held_claim)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::shared_ptr<const spool::config::snapshot>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(spool::store::stored_config)

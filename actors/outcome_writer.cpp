@@ -96,15 +96,17 @@ caf::behavior outcome_writer(self_ptr self, std::shared_ptr<const config::snapsh
   self->state.config = std::move(cfg);
   self->state.opts = std::move(opts);
   return {
-    [=](record_atom, store::outcome_record& rec) {
+    [=](record_atom, std::vector<store::outcome_record>& recs) {
       auto& st = self->state;
-      st.pending.push_back(std::move(rec));
-      // The flush goes through our own mailbox, behind the outcomes already
-      // waiting there, so outcomes that finish together share a round trip.
-      if (!st.flush_queued && st.recording.empty()) {
-        st.flush_queued = true;
-        self->send(self, flush_atom::value);
-      }
+      if (st.pending.empty())
+        st.pending = std::move(recs);
+      else
+        st.pending.insert(st.pending.end(), std::make_move_iterator(recs.begin()),
+                          std::make_move_iterator(recs.end()));
+      // The pools hand over what finished together; while a batch is being
+      // recorded, the next one gathers here.
+      if (!st.flush_queued)
+        flush(self);
     },
     [=](flush_atom) {
       self->state.flush_queued = false;

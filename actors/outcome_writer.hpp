@@ -6,7 +6,7 @@
 // refuses whatever a lost lease made stale meanwhile).
 //
 // Accepts:
-//   (record_atom, outcome_record)   queue one outcome
+//   (record_atom, vector<outcome_record>)   queue outcomes
 //   (held_atom)        -> held_report: the claims of the outcomes not yet
 //                         recorded (the heartbeat keeps their leases)
 //   (stats_atom)       -> int64_t: outcomes not yet recorded

@@ -18,6 +18,7 @@
 #include <map>
 #include <random>
 #include <set>
+#include <utility>
 
 namespace spool::actors {
 
@@ -46,6 +47,7 @@ struct pool_state {
   std::set<caf::actor_addr> members;         // every stage actor we keep
   std::map<caf::actor_addr, job_key> busy;   // stage actor -> its job
   std::map<job_key, job_state> jobs;
+  std::vector<store::outcome_record> outgoing; // to hand to the writer
   int claiming = 0;        // runs asked for by the claim in flight
   int64_t claim_token = 0; // its lease token
   bool more = true;        // the queue may hold ready runs for this stage
@@ -114,8 +116,14 @@ void stop_job(self_ptr self, job_state& js) {
 
 // -- outcomes ----------------------------------------------------------------------
 
+/// Queues an outcome for the writer. The hand-over goes through our own
+/// mailbox, behind the results already waiting there, so outcomes that
+/// finish together travel (and are recorded) together.
 void record(self_ptr self, store::outcome_record rec) {
-  self->send(self->state.opts.outcomes, record_atom::value, std::move(rec));
+  auto& st = self->state;
+  st.outgoing.push_back(std::move(rec));
+  if (st.outgoing.size() == 1)
+    self->send(self, flush_atom::value);
 }
 
 void handle_outcome(self_ptr self, job_state& js, outcome o, int64_t started_us = 0,
@@ -400,6 +408,11 @@ caf::behavior pool(self_ptr self, caf::actor parent, std::shared_ptr<const confi
       self->state.claim_queued = false;
       maybe_claim(self);
     },
+    [=](flush_atom) {
+      auto& s = self->state;
+      if (!s.outgoing.empty())
+        self->send(s.opts.outcomes, record_atom::value, std::exchange(s.outgoing, {}));
+    },
     [=](wakeup_atom) {
       self->state.more = true;
       maybe_claim(self);
@@ -450,6 +463,8 @@ caf::behavior pool(self_ptr self, caf::actor parent, std::shared_ptr<const confi
       for (auto& [key, js] : s.jobs)
         if (!js.lost && !js.cancelled)
           r.held.push_back({key.first, js.job.run.attempt, key.second});
+      for (auto& rec : s.outgoing)
+        r.held.push_back({rec.run_id, rec.attempt, rec.lease_token});
       if (s.claiming > 0)
         r.claims_in_flight.push_back(s.claim_token);
       return r;

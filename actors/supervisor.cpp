@@ -62,7 +62,11 @@ std::vector<caf::actor> all_pools(self_ptr self) {
 }
 
 void announce_pools(self_ptr self) {
-  self->send(self->state.leases, pools_atom::value, pool_set{all_pools(self)});
+  auto& st = self->state;
+  pool_set ps{all_pools(self), st.pools};
+  self->send(st.leases, pools_atom::value, ps);
+  if (st.listener)
+    self->send(st.listener, pools_atom::value, std::move(ps));
 }
 
 void add_pool(self_ptr self, const std::string& stage) {
@@ -392,6 +396,7 @@ caf::behavior supervisor(self_ptr self, std::shared_ptr<const config::snapshot> 
   announce_pools(self);
   record_applied(self, {});
   st.listener = spawn_listener(self, db, caf::actor_cast<caf::actor>(self));
+  announce_pools(self);
   self->set_down_handler([=](caf::down_msg& dm) { on_pool_down(self, dm); });
   spdlog::info("worker {} started: {} stage(s), config {}", st.opts.worker_id,
                st.config->stages.size(), st.config->version);
