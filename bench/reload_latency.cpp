@@ -15,7 +15,7 @@
 // Excluded: the write of config_applied_at itself (after the timestamp).
 // Goal: p99 <= 100 ms on a 2-core machine.
 //
-// Throughput: 3 workers, 10 stage actors each, 30,000 single-stage jobs
+// Throughput: 3 workers, 10 stage actors each, 90,000 single-stage jobs
 // (simulate 0 ms) enqueued first; jobs/s from the first attempt's start to
 // the last one's end, once without pushes and once with a push every second
 // (same workload, fresh database each). Goal: ratio >= 0.95.
@@ -180,7 +180,7 @@ double throughput(int jobs, bool pushing) {
 
 int main(int argc, char** argv) {
   int pushes = argc > 1 ? std::atoi(argv[1]) : 100;
-  int jobs = argc > 2 ? std::atoi(argv[2]) : 30'000;
+  int jobs = argc > 2 ? std::atoi(argv[2]) : 90'000;
   std::printf("reload_latency: %d workers\n", workers);
   latency(pushes);
   std::printf("  throughput, %d jobs, %d workers x 10 stage actors, simulate 0 ms:\n", jobs,
