@@ -59,13 +59,6 @@ struct source_state {
 
 using self_ptr = caf::stateful_actor<source_state>*;
 
-std::string problems_text(const std::vector<config::problem>& problems) {
-  std::string out;
-  for (auto& p : problems)
-    out += (out.empty() ? "" : "; ") + config::to_string(p);
-  return out;
-}
-
 void publish(self_ptr self, std::shared_ptr<const config::snapshot> cfg, std::string reason,
              int64_t stored_version) {
   self->send(self->state.opts.subscriber, config_atom::value,
@@ -78,7 +71,7 @@ void reload_file(self_ptr self, const std::string& reason) {
   if (!res.ok()) {
     spdlog::error("configuration_refused ({}): {} has {} problem(s), the configuration in "
                   "force stays: {}",
-                  reason, path, res.problems.size(), problems_text(res.problems));
+                  reason, path, res.problems.size(), config::to_string(res.problems));
     return;
   }
   publish(self, res.config, reason, 0);
@@ -105,7 +98,7 @@ void reload_db(self_ptr self, const std::string& reason) {
             spdlog::error("configuration_refused ({}): stored version {} has {} problem(s), "
                           "the configuration in force stays: {}",
                           reason, stored.version, res.problems.size(),
-                          problems_text(res.problems));
+                          config::to_string(res.problems));
           else
             publish(self, res.config, reason + ", stored version " + std::to_string(stored.version),
                     stored.version);

@@ -248,8 +248,20 @@ void apply(self_ptr self, const config_update& u) {
                       ? " (for tasks enqueued from now on)"
                       : "");
   }
+  std::string kept;
+  for (auto& k : restart)
+    kept += (kept.empty() ? "" : ", ") + k;
   auto before = st.config;
   auto next = std::make_shared<const config::snapshot>(config::keep_restart_only(*before, *u.config));
+  // A rule across keys may break when restart-only values stay (a new
+  // db_call_timeout_s below the running db_statement_timeout_s).
+  if (auto checked = config::validate(*next); !checked.ok()) {
+    spdlog::error("configuration_refused ({}): with the running values of what needs a restart "
+                  "({}), it has {} problem(s); the configuration in force stays: {}",
+                  u.reason, kept.empty() ? "none" : kept,
+                  checked.problems.size(), config::to_string(checked.problems));
+    return;
+  }
   st.config = next;
   st.stored_version = u.stored_version;
   if (changes.empty()) {
@@ -257,9 +269,6 @@ void apply(self_ptr self, const config_update& u) {
     record_applied(self, {});
     return;
   }
-  std::string kept;
-  for (auto& k : restart)
-    kept += (kept.empty() ? "" : ", ") + k;
   if (!restart.empty())
     spdlog::warn("configuration_restart_required ({}): {} need(s) a restart to change; kept "
                  "at the running values",

@@ -1505,6 +1505,13 @@ std::string to_string(const problem& p) {
   return p.path + ": " + p.message;
 }
 
+std::string to_string(const std::vector<problem>& problems) {
+  std::string out;
+  for (const auto& p : problems)
+    out += (out.empty() ? "" : "; ") + to_string(p);
+  return out;
+}
+
 load_result parse(std::string_view json_text) {
   load_result result;
   auto doc = parse_json(json_text, result.problems);

@@ -406,6 +406,9 @@ struct problem {
 /// Renders "path: message", or just the message when the path is empty.
 std::string to_string(const problem& p);
 
+/// Every problem on one line, separated by "; " (for a log line).
+std::string to_string(const std::vector<problem>& problems);
+
 /// The outcome of reading a configuration: a snapshot, or every problem.
 struct load_result {
   /// Null exactly when `problems` is non-empty.

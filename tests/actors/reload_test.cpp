@@ -365,3 +365,24 @@ TEST_CASE_METHOD(reload_fixture, "SIGHUP makes a database-configured worker look
   CHECK(w.wait(60) == 0);
   std::remove(first_path.c_str());
 }
+
+TEST_CASE_METHOD(reload_fixture,
+                 "a change valid only with new restart-only values is refused whole",
+                 "[db][worker][reload]") {
+  auto first = config_text(sim_stage("a", 2, 10));
+  auto path = temp_file(first);
+  spool_process w{{"run", "--config", path}, env};
+  REQUIRE(applied(version_of(first)));
+  // Valid on its own, but the running statement timeout (30 s, restart
+  // only) would then exceed the new live call deadline.
+  auto second = config_text(sim_stage("a", 4, 10),
+                            R"(, "db_statement_timeout_s": 5, "db_call_timeout_s": 10)");
+  save_by_rename(path, second);
+  REQUIRE(eventually(
+    [&] { return w.output().find("configuration_refused") != std::string::npos; }, 30));
+  CHECK_THAT(w.output(), Catch::Contains("worker.db_call_timeout_s: must be >"));
+  CHECK(text("SELECT config_version FROM workers") == version_of(first));
+  w.signal(SIGTERM);
+  CHECK(w.wait(60) == 0);
+  std::remove(path.c_str());
+}
