@@ -8,36 +8,21 @@
 #include <string>
 
 #include <boost/json.hpp>
+#include "tests/support/config_parse.hpp"
+
 #include <catch2/catch.hpp>
 
 using namespace spool::config;
+using spool::test::all_problems;
+using spool::test::parse_bad;
+using spool::test::parse_ok;
+using spool::test::seed_pipeline;
 using names = std::vector<std::string>;
 
 namespace {
 
-std::string all_problems(const load_result& r) {
-  std::string out;
-  for (const auto& p : r.problems)
-    out += to_string(p) + "\n";
-  return out;
-}
 
-std::shared_ptr<const snapshot> parse_ok(std::string_view text) {
-  auto r = parse(text);
-  INFO(all_problems(r));
-  REQUIRE(r.ok());
-  return r.config;
-}
 
-constexpr const char* pipeline = R"({
-  "stages": [
-    {"name": "asset_gen"},
-    {"name": "video_gen", "after": ["asset_gen"]},
-    {"name": "narration", "after": ["asset_gen"]},
-    {"name": "sfx", "after": ["asset_gen"]},
-    {"name": "assembly", "after": ["video_gen", "narration", "sfx"]}
-  ]
-})";
 
 stage_config& stage_of(snapshot& s, std::string_view name) {
   auto it = std::find_if(s.stages.begin(), s.stages.end(),
@@ -93,7 +78,7 @@ std::string file_with(const std::string& key, const boost::json::value& v) {
 // -- diff ---------------------------------------------------------------------
 
 TEST_CASE("equal configurations have no changes", "[config][diff]") {
-  auto a = parse_ok(pipeline);
+  auto a = parse_ok(seed_pipeline);
   CHECK(diff(*a, *a).empty());
   // Written differently, same meaning: explicit defaults, other key order.
   auto b = parse_ok(R"({"worker": {"lease_s": 30}, "stages": [
@@ -109,7 +94,7 @@ TEST_CASE("equal configurations have no changes", "[config][diff]") {
 }
 
 TEST_CASE("a change of stage order alone is no change", "[config][diff]") {
-  auto a = parse_ok(pipeline);
+  auto a = parse_ok(seed_pipeline);
   auto b = *a;
   std::reverse(b.stages.begin(), b.stages.end());
   INFO(render(diff(*a, b)));
@@ -118,7 +103,7 @@ TEST_CASE("a change of stage order alone is no change", "[config][diff]") {
 
 TEST_CASE("a worker change is keyed by its dotted path and applies live",
           "[config][diff]") {
-  auto a = parse_ok(pipeline);
+  auto a = parse_ok(seed_pipeline);
   auto b = *a;
   b.worker.lease_s = 60;
   b.worker.claim_batch_limit = 7;
@@ -135,7 +120,7 @@ TEST_CASE("a worker change is keyed by its dotted path and applies live",
 
 TEST_CASE("a stage change is keyed by the stage's name, not its index",
           "[config][diff]") {
-  auto a = parse_ok(pipeline);
+  auto a = parse_ok(seed_pipeline);
   auto b = *a;
   stage_of(b, "video_gen").retry.factor = 2.5;
   stage_of(b, "video_gen").executor.simulate.latency.ms = 1500;
@@ -155,7 +140,7 @@ TEST_CASE("a stage change is keyed by the stage's name, not its index",
 
 TEST_CASE("a change of a restart-only property has effect restart",
           "[config][diff]") {
-  auto a = parse_ok(pipeline);
+  auto a = parse_ok(seed_pipeline);
   auto b = *a;
   b.database_url = "postgresql://db/spool";
   b.worker.db_statement_timeout_s = 5;
@@ -174,7 +159,7 @@ TEST_CASE("a change of a restart-only property has effect restart",
 
 TEST_CASE("what the enqueue copies into each task has effect new tasks",
           "[config][diff]") {
-  auto a = parse_ok(pipeline);
+  auto a = parse_ok(seed_pipeline);
   auto b = *a;
   stage_of(b, "sfx").after = {"asset_gen", "narration"};
   stage_of(b, "sfx").optional = true;
@@ -198,7 +183,7 @@ TEST_CASE("what the enqueue copies into each task has effect new tasks",
 
 TEST_CASE("a stage added or removed is one change with its canonical JSON",
           "[config][diff]") {
-  auto a = parse_ok(pipeline);
+  auto a = parse_ok(seed_pipeline);
   auto b = parse_ok(R"({"stages": [
     {"name": "asset_gen"},
     {"name": "captions", "after": ["asset_gen"], "max_concurrent": 2},
@@ -234,7 +219,7 @@ TEST_CASE("a stage added or removed is one change with its canonical JSON",
 
 TEST_CASE("keys of an executor kind selected on neither side make no noise",
           "[config][diff]") {
-  auto a = parse_ok(pipeline);
+  auto a = parse_ok(seed_pipeline);
   auto b = *a;
   // Built in code: values left in the command variant of a simulate stage.
   stage_of(b, "sfx").executor.command.argv = {"bin/sfx"};
@@ -344,7 +329,7 @@ TEST_CASE("every leaf property changed alone gives one change with its key "
 TEST_CASE("keep_restart_only keeps the restart-only settings and applies the "
           "rest",
           "[config][diff]") {
-  auto old = parse_ok(pipeline);
+  auto old = parse_ok(seed_pipeline);
   auto next = *old;
   next.data_dir = "/srv/spool";
   next.database_url = "postgresql://db/spool";
@@ -391,7 +376,7 @@ TEST_CASE("keep_restart_only keeps the restart-only settings and applies the "
 
 TEST_CASE("keep_restart_only of equal snapshots is the snapshot",
           "[config][diff]") {
-  auto s = parse_ok(pipeline);
+  auto s = parse_ok(seed_pipeline);
   auto kept = keep_restart_only(*s, *s);
   CHECK(kept == *s);
   CHECK(kept.version == s->version);

@@ -6,19 +6,19 @@
 #include <set>
 #include <sstream>
 
+#include "tests/support/config_parse.hpp"
+
 #include <catch2/catch.hpp>
 
 using namespace spool::config;
+using spool::test::all_problems;
+using spool::test::parse_bad;
+using spool::test::parse_ok;
+using spool::test::seed_pipeline;
 using names = std::vector<std::string>;
 
 namespace {
 
-std::string all_problems(const load_result& r) {
-  std::string out;
-  for (const auto& p : r.problems)
-    out += to_string(p) + "\n";
-  return out;
-}
 
 /// Whether `r` reports a problem at exactly `path` whose message contains
 /// `text`.
@@ -35,32 +35,8 @@ bool has_problem(const load_result& r, std::string_view path,
     CHECK(has_problem(result, path, text));                                    \
   } while (false)
 
-/// Parses a file that must be valid.
-std::shared_ptr<const snapshot> parse_ok(std::string_view text) {
-  auto r = parse(text);
-  INFO(all_problems(r));
-  REQUIRE(r.ok());
-  REQUIRE(r.problems.empty());
-  return r.config;
-}
 
-/// Parses a file that must be refused.
-load_result parse_bad(std::string_view text) {
-  auto r = parse(text);
-  REQUIRE_FALSE(r.ok());
-  REQUIRE_FALSE(r.problems.empty());
-  return r;
-}
 
-constexpr const char* pipeline = R"({
-  "stages": [
-    {"name": "asset_gen"},
-    {"name": "video_gen", "after": ["asset_gen"]},
-    {"name": "narration", "after": ["asset_gen"]},
-    {"name": "sfx", "after": ["asset_gen"]},
-    {"name": "assembly", "after": ["video_gen", "narration", "sfx"]}
-  ]
-})";
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path);
@@ -774,7 +750,7 @@ TEST_CASE("every property is described once with a type and a description",
 
 TEST_CASE("the version is stable and changes with the configuration",
           "[config]") {
-  auto a = parse_ok(pipeline);
+  auto a = parse_ok(seed_pipeline);
   // Same meaning, other layout, key order and explicit defaults.
   auto b = parse_ok(R"({"worker": {"lease_s": 30}, "stages": [
     {"max_concurrent": 1, "name": "asset_gen"},
@@ -833,7 +809,7 @@ TEST_CASE("a snapshot built in code is validated like a file", "[config]") {
 
 TEST_CASE("restart_required names the changed properties that need a restart",
           "[config]") {
-  auto base = parse_ok(pipeline);
+  auto base = parse_ok(seed_pipeline);
   SECTION("live changes need no restart") {
     auto next = *base;
     next.worker.lease_s = 60;
@@ -881,7 +857,7 @@ TEST_CASE("restart-only properties are the locations and the database "
 
 TEST_CASE("a snapshot answers topology questions from its after lists",
           "[config]") {
-  auto s = parse_ok(pipeline);
+  auto s = parse_ok(seed_pipeline);
   CHECK(s->topo_order()
         == names{"asset_gen", "video_gen", "narration", "sfx", "assembly"});
   CHECK(s->dependents("asset_gen") == names{"video_gen", "narration", "sfx"});
