@@ -289,6 +289,79 @@ struct executor_config {
   bool operator==(const executor_config&) const = default;
 };
 
+// -- providers ----------------------------------------------------------------
+
+/// A token bucket: `per_s` calls a second on average, at most `burst` at
+/// once ("rate" in a provider).
+struct rate_limit {
+  /// Calls a second. > 0 and <= 100000.
+  double per_s = 1;
+  /// Tokens the bucket holds (calls that may start at once after a quiet
+  /// spell). 1..100000. Defaults to 1.
+  double burst = 1;
+
+  bool operator==(const rate_limit&) const = default;
+};
+
+/// Units a provider may use per window ("daily_quota" in a provider).
+struct daily_quota {
+  /// Units per window. > 0 and <= 1e12.
+  double units = 0;
+  /// When the window resets, "HH:MM" local time in `time_zone`. Defaults
+  /// to "00:00".
+  std::string reset_at = "00:00";
+  /// An IANA time zone name (as PostgreSQL knows it). Defaults to "UTC".
+  std::string time_zone = "UTC";
+  /// Length of the window in seconds; 86400 (the default) is a day that
+  /// starts at reset_at in time_zone. Other lengths (for tests, or hourly
+  /// quotas) start at multiples of the length since the epoch.
+  /// 1..2678400.
+  double window_s = 86400;
+  /// Units one call uses when units_field is empty or absent from the
+  /// payload. > 0 and <= 1e6. Defaults to 1.
+  double units_per_call = 1;
+  /// A numeric payload field giving the units of a call (e.g. "images").
+  /// Empty (the default): every call uses units_per_call.
+  std::string units_field;
+
+  bool operator==(const daily_quota&) const = default;
+};
+
+/// A circuit breaker ("breaker" in a provider).
+struct breaker_config {
+  /// Consecutive failed calls that open it. 1..1000. Defaults to 5.
+  int consecutive_failures = 5;
+  /// Failed share of the last `window` calls that opens it; 0 (the
+  /// default) disables the rate rule. 0..1.
+  double failure_rate = 0;
+  /// Calls the failure rate is computed over. 1..1000. Defaults to 20.
+  int window = 20;
+  /// Seconds it stays open before probing. 0.01..86400. Defaults to 30.
+  double cooldown_s = 30;
+  /// Calls let through while half-open. 1..100. Defaults to 1.
+  int probes = 1;
+
+  bool operator==(const breaker_config&) const = default;
+};
+
+/// An external service whose limits hold across every worker (an element
+/// of "providers"). Each limit is optional.
+struct provider_config {
+  /// Unique name, [a-z][a-z0-9_]{0,62}. Required.
+  std::string name;
+  /// Calls in flight across all workers; 0 (the default) means no cap.
+  /// 0..100000.
+  int max_concurrent = 0;
+  bool has_rate = false;
+  rate_limit rate;
+  bool has_quota = false;
+  daily_quota quota;
+  bool has_breaker = false;
+  breaker_config breaker;
+
+  bool operator==(const provider_config&) const = default;
+};
+
 // -- stages -------------------------------------------------------------------
 
 /// One stage of the pipeline (an element of "stages"). Live, except what
@@ -326,6 +399,16 @@ struct stage_config {
   int max_output_bytes = 1048576;
   retry_policy retry;
   executor_config executor;
+  /// The provider whose limits this stage's calls count against. Empty
+  /// (the default): none.
+  std::string provider;
+  /// A provider to use instead when `provider`'s breaker is open or its
+  /// quota is spent ("fallback.provider"). Empty (the default): none.
+  std::string fallback_provider;
+  /// The executor of a call sent to the fallback ("fallback.executor");
+  /// only meaningful with fallback_provider. Defaults to `executor`'s
+  /// settings when the file gives none.
+  executor_config fallback_executor;
 
   /// The unscaled timeout.
   std::chrono::milliseconds timeout() const noexcept {
@@ -354,12 +437,17 @@ struct snapshot {
   worker_config worker;
   /// Stages in file order.
   std::vector<stage_config> stages;
+  /// Providers in file order ("providers"). Defaults to none.
+  std::vector<provider_config> providers;
   /// Hash of the canonical JSON (see canonical_json): equal configurations
   /// have equal versions. Set by parse/validate; not part of the hash.
   std::string version;
 
   /// The stage with this name, or nullptr.
   const stage_config* stage(std::string_view name) const noexcept;
+
+  /// The provider with this name, or nullptr.
+  const provider_config* provider(std::string_view name) const noexcept;
 
   /// The stage graph.
   dag graph() const;
@@ -381,7 +469,8 @@ struct snapshot {
   /// Equality of the configuration; ignores `version`.
   bool operator==(const snapshot& other) const {
     return data_dir == other.data_dir && database_url == other.database_url
-           && worker == other.worker && stages == other.stages;
+           && worker == other.worker && stages == other.stages
+           && providers == other.providers;
   }
 };
 
