@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <map>
 #include <optional>
+#include <utility>
 #include <unistd.h>
 
 namespace spool::actors {
@@ -27,6 +28,11 @@ struct keeper_state {
   std::optional<applied_config> applied; // the latest, until it is recorded
   bool applied_sending = false;
   bool registered = false, registering = false, heartbeating = false;
+  /// The stages or lease changed: register again once the configuration
+  /// record is written (it sets the version, its time and what awaits a
+  /// restart together; registering first would show the new version with
+  /// the old record).
+  bool reregister = false;
   uint64_t generation = 0; // of the heartbeat timer
   static inline const char* name = "lease_keeper";
 };
@@ -36,6 +42,8 @@ using self_ptr = caf::stateful_actor<keeper_state>*;
 const config::worker_config& worker(self_ptr self) {
   return self->state.config->worker;
 }
+
+void register_worker(self_ptr self);
 
 void send_applied(self_ptr self) {
   auto& st = self->state;
@@ -49,10 +57,15 @@ void send_applied(self_ptr self) {
       [=](bool) {
         auto& s = self->state;
         s.applied_sending = false;
-        if (s.applied && s.applied->applied_us == sent.applied_us)
+        if (s.applied && s.applied->applied_us == sent.applied_us) {
           s.applied.reset();
-        else
+          if (std::exchange(s.reregister, false)) {
+            s.registered = false;
+            register_worker(self);
+          }
+        } else {
           send_applied(self); // a newer one arrived meanwhile
+        }
       },
       [=](const caf::error& e) {
         // Tried again at the next heartbeat.
@@ -198,8 +211,7 @@ caf::behavior lease_keeper(self_ptr self, std::shared_ptr<const config::snapshot
       auto& st = self->state;
       bool rearm = next->worker.heartbeat_interval() != worker(self).heartbeat_interval();
       st.config = std::move(next);
-      st.registered = false; // its stages and lease may have changed
-      register_worker(self);
+      st.reregister = true; // after the configuration record (see above)
       if (rearm) {
         ++st.generation;
         arm(self);

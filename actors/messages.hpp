@@ -116,6 +116,9 @@ struct stage_job {
   store::claimed_run run;
   std::shared_ptr<const config::snapshot> config;
   const config::stage_config* stage = nullptr; // points into *config
+  /// The executor to run: the stage's, or its fallback's when the run was
+  /// admitted by the fallback provider (points into *config).
+  const config::executor_config* executor = nullptr;
   std::string data_dir;                        // absolute
   std::chrono::milliseconds timeout{0};
 };

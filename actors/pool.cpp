@@ -227,6 +227,7 @@ void dispatch(self_ptr self, store::claimed_run run) {
   stage_job job;
   job.config = st.config;
   job.stage = st.stage;
+  job.executor = &st.stage->executor;
   job.data_dir = st.opts.data_dir;
   job.timeout = timeout_of(*st.stage, run);
   job.run = std::move(run);
@@ -482,7 +483,10 @@ caf::behavior pool(self_ptr self, caf::actor parent, std::shared_ptr<const confi
       r.retiring = s.retiring;
       return r;
     },
-    [=](config_atom, std::shared_ptr<const config::snapshot>& next) { apply(self, std::move(next)); },
+    [=](config_atom, std::shared_ptr<const config::snapshot>& next) {
+      apply(self, std::move(next));
+      return true;
+    },
     [=](drain_atom) {
       auto& s = self->state;
       if (s.draining)

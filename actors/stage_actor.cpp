@@ -53,7 +53,7 @@ void finish(self_ptr self, outcome result) {
 }
 
 void start_simulate(self_ptr self, const stage_job& j) {
-  auto sim = exec::simulate(exec::simulate_settings_of(j.stage->executor.simulate),
+  auto sim = exec::simulate(exec::simulate_settings_of(j.executor->simulate),
                             j.run.task_id, j.run.stage, j.run.attempt);
   if (sim.crash)
     throw std::runtime_error("injected crash (executor.errors.crash)");
@@ -79,7 +79,7 @@ void start_command(self_ptr self, const stage_job& j) {
   in.priority = j.run.priority;
   in.payload_json = j.run.payload;
   in.inputs_json = j.run.inputs;
-  auto spec = exec::command_spec_of(j.stage->executor.command, exec::make_job_input(in),
+  auto spec = exec::command_spec_of(j.executor->command, exec::make_job_input(in),
                                     j.timeout);
   auto me = caf::actor_cast<caf::actor>(self);
   auto gen = self->state.generation;
@@ -123,7 +123,7 @@ caf::behavior stage_actor(self_ptr self, caf::actor owner,
       st.job = std::move(j);
       st.started_us = now_us();
       ++st.generation;
-      if (st.job->stage->executor.kind == config::executor_kind::command)
+      if (st.job->executor->kind == config::executor_kind::command)
         start_command(self, *st.job);
       else
         start_simulate(self, *st.job);

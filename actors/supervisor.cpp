@@ -277,8 +277,9 @@ void apply(self_ptr self, const config_update& u) {
                next->version, applied.empty() ? "no live change" : applied);
   // Pools: the configured ones take the new settings (and drain when their
   // stage left); new stages get a pool.
+  std::vector<caf::actor> told; // the pools that had a configuration before
   for (auto it = st.pools.begin(); it != st.pools.end();) {
-    self->send(it->second, config_atom::value, next);
+    told.push_back(it->second);
     if (next->stage(it->first) == nullptr) {
       st.retiring.emplace(it->second.address(), it->second);
       it = st.pools.erase(it);
@@ -300,7 +301,15 @@ void apply(self_ptr self, const config_update& u) {
   if (next->worker.progress_log_interval() != before->worker.progress_log_interval())
     self->delayed_send(self, next->worker.progress_log_interval(), tick_atom::value,
                        ++st.progress_generation);
-  record_applied(self, std::move(restart));
+  // Applied once every pool has it: the recorded time is after the last
+  // claim made under the old limits.
+  gather<bool>(
+    self, told, caf::duration{5s},
+    [=](std::vector<std::pair<caf::actor, bool>>) {
+      if (self->state.config == next) // else a newer one is on its way
+        record_applied(self, restart);
+    },
+    config_atom::value, next);
 }
 
 void on_notice(self_ptr self, const notice& n) {
