@@ -19,25 +19,6 @@ using names = std::vector<std::string>;
 
 namespace {
 
-
-/// Whether `r` reports a problem at exactly `path` whose message contains
-/// `text`.
-bool has_problem(const load_result& r, std::string_view path,
-                 std::string_view text) {
-  return std::any_of(r.problems.begin(), r.problems.end(), [&](const auto& p) {
-    return p.path == path && p.message.find(text) != std::string::npos;
-  });
-}
-
-#define CHECK_PROBLEM(result, path, text)                                      \
-  do {                                                                         \
-    INFO(all_problems(result));                                                \
-    CHECK(has_problem(result, path, text));                                    \
-  } while (false)
-
-
-
-
 std::string read_text(const std::string& path) {
   std::ifstream in(path);
   std::ostringstream out;
