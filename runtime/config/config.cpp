@@ -372,17 +372,18 @@ using check_fn = std::string (*)(const json::value&);
 
 /// A key's value must equal `value` for the key to be allowed.
 struct condition {
-  std::string_view key;   // empty: always allowed
+  std::string key; // dotted, in the same scope; empty: always allowed
   std::string_view value;
 };
 
 /// One declared property of scope S (snapshot for top-level keys,
-/// stage_config for keys inside a stage). Built with the chainable setters
-/// below; `effect` defaults to restart (opt in to live change with .live(),
-/// or mark a key copied into each task at enqueue with .new_tasks()).
+/// stage_config for keys inside a stage, provider_config for keys inside a
+/// provider). Built with the chainable setters below; `effect` defaults to
+/// restart (opt in to live change with .live(), or mark a key copied into
+/// each task at enqueue with .new_tasks()).
 template <class S>
 struct property {
-  std::string_view key; // dotted, relative to the scope
+  std::string key; // dotted, relative to the scope
   property_type type = property_type::object;
   std::string_view default_text; // JSON; empty: required or object
   json::value default_value;     // parsed default_text, null when none
@@ -398,6 +399,12 @@ struct property {
   std::string_view description;
   void (*set)(S&, const json::value&) = nullptr; // null for objects
   json::value (*get)(const S&) = nullptr;        // null for objects
+  /// For an optional object ("rate", "fallback"): whether `s` has it; its
+  /// keys apply only then. Null for an object that is always there.
+  bool (*present)(const S&) = nullptr;
+  /// For an optional object: records that the file gives it (has_rate =
+  /// true); null when presence follows from a key inside it.
+  void (*mark_present)(S&) = nullptr;
 
   property& def(std::string_view json_text) {
     default_text = json_text;
@@ -436,8 +443,17 @@ struct property {
     check_text = text;
     return *this;
   }
-  property& when(std::string_view k, std::string_view v) {
-    when_ = condition{k, v};
+  property& when(std::string k, std::string_view v) {
+    when_ = condition{std::move(k), v};
+    return *this;
+  }
+  /// Makes an object optional: absent from the file (and from the
+  /// canonical JSON) unless `is_present`; `mark` records its presence
+  /// when the file gives it.
+  property& optional_object(bool (*is_present)(const S&),
+                            void (*mark)(S&) = nullptr) {
+    present = is_present;
+    mark_present = mark;
     return *this;
   }
   property& live() {
@@ -485,13 +501,13 @@ struct property {
 
 /// Declares a leaf property stored at the member path Ms...
 template <auto... Ms>
-auto field(std::string_view key) {
+auto field(std::string key) {
   using path = member_path<Ms...>;
   using scope = typename path::scope;
   using value_type =
     std::remove_cvref_t<decltype(path::in(std::declval<scope&>()))>;
   property<scope> p;
-  p.key = key;
+  p.key = std::move(key);
   p.type = type_of<value_type>();
   if constexpr (std::is_enum_v<value_type>)
     for (const auto& item : enum_names<value_type>::items)
@@ -503,9 +519,9 @@ auto field(std::string_view key) {
 
 /// Declares an object (a group of keys) or the list of stages.
 template <class S>
-property<S> group(std::string_view key, property_type type) {
+property<S> group(std::string key, property_type type) {
   property<S> p;
-  p.key = key;
+  p.key = std::move(key);
   p.type = type;
   return p;
 }
@@ -518,16 +534,70 @@ std::string check_not_empty(const json::value& v) {
   return {};
 }
 
-std::string check_stage_name(const json::value& v) {
+bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
+
+bool is_lower(char c) {
+  return c >= 'a' && c <= 'z';
+}
+
+bool is_alpha(char c) {
+  return is_lower(c) || (c >= 'A' && c <= 'Z');
+}
+
+/// A stage or provider name: [a-z][a-z0-9_]{0,62}.
+std::string check_name(const json::value& v) {
   auto s = std::string_view(v.get_string());
-  auto ok = !s.empty() && s.size() <= 63 && s[0] >= 'a' && s[0] <= 'z'
+  auto ok = !s.empty() && s.size() <= 63 && is_lower(s[0])
             && std::all_of(s.begin(), s.end(), [](char c) {
-                 return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
-                        || c == '_';
+                 return is_lower(c) || is_digit(c) || c == '_';
                });
   if (ok)
     return {};
   return "must match [a-z][a-z0-9_]{0,62}, got " + value_text(v);
+}
+
+/// Empty, or a payload field name: [A-Za-z_][A-Za-z0-9_]{0,62}.
+std::string check_field_name(const json::value& v) {
+  auto s = std::string_view(v.get_string());
+  auto ok = s.empty()
+            || (s.size() <= 63 && !is_digit(s[0])
+                && std::all_of(s.begin(), s.end(), [](char c) {
+                     return is_alpha(c) || is_digit(c) || c == '_';
+                   }));
+  if (ok)
+    return {};
+  return "must be empty or match [A-Za-z_][A-Za-z0-9_]{0,62}, got "
+         + value_text(v);
+}
+
+/// A time of day "HH:MM", 00:00..23:59.
+std::string check_clock_time(const json::value& v) {
+  auto s = std::string_view(v.get_string());
+  auto ok = s.size() == 5 && is_digit(s[0]) && is_digit(s[1]) && s[2] == ':'
+            && is_digit(s[3]) && is_digit(s[4])
+            && (s[0] - '0') * 10 + (s[1] - '0') <= 23
+            && (s[3] - '0') * 10 + (s[4] - '0') <= 59;
+  if (ok)
+    return {};
+  return "must be a time of day HH:MM (00:00..23:59), got " + value_text(v);
+}
+
+/// The characters of an IANA time zone name ("America/Los_Angeles",
+/// "Etc/GMT+8"); whether the zone exists is for PostgreSQL to say.
+std::string check_time_zone(const json::value& v) {
+  auto s = std::string_view(v.get_string());
+  if (s.empty())
+    return "must not be empty";
+  auto ok = std::all_of(s.begin(), s.end(), [](char c) {
+    return is_alpha(c) || is_digit(c) || c == '_' || c == '+' || c == '/'
+           || c == '-';
+  });
+  if (ok)
+    return {};
+  return "must be a time zone name made of [A-Za-z0-9_+/-] (e.g. "
+         "America/Los_Angeles), got " + value_text(v);
 }
 
 std::string check_argv(const json::value& v) {
@@ -681,6 +751,12 @@ const std::vector<property<snapshot>>& root_properties() {
       .live()
       .doc("Seconds an actor waits for one database call before it gives up "
            "on the reply (client-side deadline)."),
+    group<snapshot>("providers", property_type::object_list)
+      .def("[]")
+      .rule("names unique")
+      .live()
+      .doc("External services whose limits hold across all workers, in file "
+           "order."),
     group<snapshot>("stages", property_type::object_list)
       .required()
       .rule("at least one")
@@ -690,266 +766,418 @@ const std::vector<property<snapshot>>& root_properties() {
   return table;
 }
 
-/// Keys inside one element of "stages", in registry (and canonical) order.
-const std::vector<property<stage_config>>& stage_properties() {
+/// Appends the keys of the executor object stored at stage member Base
+/// ("executor", "fallback.executor") under `prefix`: one list of executor
+/// keys, declared once for every place a stage holds an executor.
+template <executor_config stage_config::*Base>
+void add_executor_properties(std::vector<property<stage_config>>& table,
+                             const std::string& prefix,
+                             std::string_view description) {
   using sc = stage_config;
   using ex = executor_config;
   using sim = simulate_config;
   using lat = latency_config;
   using err = error_rates;
-  static const std::vector<property<stage_config>> table{
-    field<&sc::name>("name")
-      .required()
-      .check(check_stage_name, "[a-z][a-z0-9_]{0,62}, unique")
-      .new_tasks()
-      .doc("Name of the stage."),
-    field<&sc::after>("after")
-      .def("[]")
-      .rule("names of other stages, no cycle")
-      .new_tasks()
-      .doc("Stages whose output this stage waits for."),
-    field<&sc::max_concurrent>("max_concurrent")
-      .def("1")
-      .between(1, 10000)
-      .live()
-      .doc("Runs of this stage one worker executes at once."),
-    field<&sc::timeout_s>("timeout_s")
-      .def("60")
-      .between(0.001, 604800)
-      .live()
-      .doc("Seconds one run may take (per unit when timeout_per is set)."),
-    field<&sc::timeout_per>("timeout_per")
-      .def(R"("")")
-      .live()
-      .doc("Numeric payload field that multiplies timeout_s (at least 1x); "
-           "empty: no scaling."),
-    field<&sc::timeout_max_s>("timeout_max_s")
-      .def("86400")
-      .between(0.001, 604800)
-      .rule(">= timeout_s")
-      .live()
-      .doc("Upper bound in seconds of a timeout scaled by timeout_per."),
-    field<&sc::optional>("optional")
-      .def("false")
-      .new_tasks()
-      .doc("When true, a failure of this stage leaves the task "
-           "partially_completed instead of failed."),
-    field<&sc::max_cost>("max_cost")
-      .def("10000")
-      .above(0)
-      .at_most(1000000)
-      .live()
-      .doc("Most USD one execution may report as its cost; a result above "
-           "it fails its run (permanent)."),
-    field<&sc::max_output_bytes>("max_output_bytes")
-      .def("1048576")
-      .between(2, 67108864)
-      .live()
-      .doc("Largest output JSON one execution may report, in bytes; a larger "
-           "result fails its run (permanent)."),
-    group<sc>("retry", property_type::object)
-      .live()
-      .doc("Retry policy for failed runs."),
-    field<&sc::retry, &retry_policy::max_retries>("retry.max_retries")
-      .def("3")
-      .between(0, 100)
-      .new_tasks()
-      .doc("Counted failures retried before the run fails."),
-    field<&sc::retry, &retry_policy::base_s>("retry.base_s")
-      .def("5")
-      .between(0, 86400)
-      .live()
-      .doc("Seconds of backoff after the first counted failure."),
-    field<&sc::retry, &retry_policy::factor>("retry.factor")
-      .def("3")
-      .between(1, 100)
-      .live()
-      .doc("Backoff growth per counted failure."),
-    field<&sc::retry, &retry_policy::jitter>("retry.jitter")
-      .def("0.2")
-      .between(0, 1)
-      .live()
-      .doc("Random spread of each backoff as a fraction (0.2 = +-20 %)."),
-    field<&sc::retry, &retry_policy::max_delay_s>("retry.max_delay_s")
-      .def("3600")
-      .between(0, 86400)
-      .live()
-      .doc("Upper bound of one backoff in seconds, jitter included."),
-    field<&sc::retry, &retry_policy::max_snooze_s>("retry.max_snooze_s")
-      .def("3600")
-      .above(0)
-      .at_most(86400)
-      .live()
-      .doc("Upper bound of one rate-limited snooze in seconds, whatever "
-           "Retry-After the provider asks for."),
-    field<&sc::retry, &retry_policy::max_snoozed_total_s>(
-      "retry.max_snoozed_total_s")
-      .def("86400")
-      .above(0)
-      .at_most(604800)
-      .live()
-      .doc("Total seconds one run may spend snoozed for rate limits; the "
-           "snooze that would pass it fails the run (rate_limited)."),
-    field<&sc::retry, &retry_policy::max_lost_leases>("retry.max_lost_leases")
-      .def("5")
-      .between(0, 100)
-      .new_tasks()
-      .doc("Leases a run may lose because its worker died or stalled before "
-           "it fails; counted apart from max_retries, copied into runs at "
-           "enqueue."),
-    group<sc>("executor", property_type::object)
-      .live()
-      .doc("What does the work of a run."),
-    field<&sc::executor, &ex::kind>("executor.kind")
+  auto key = [&](std::string_view k) { return prefix + "." + std::string(k); };
+  table.push_back(
+    group<sc>(prefix, property_type::object).live().doc(description));
+  table.insert(table.end(), {
+    field<Base, &ex::kind>(key("kind"))
       .def(R"("simulate")")
       .live()
       .doc("simulate: seeded fake work; command: run a program."),
-    group<sc>("executor.latency", property_type::object)
-      .when("executor.kind", "simulate")
+    group<sc>(key("latency"), property_type::object)
+      .when(key("kind"), "simulate")
       .live()
       .doc("Simulated latency of one call."),
-    field<&sc::executor, &ex::simulate, &sim::latency, &lat::dist>(
-      "executor.latency.dist")
+    field<Base, &ex::simulate, &sim::latency, &lat::dist>(key("latency.dist"))
       .def(R"("fixed")")
-      .when("executor.kind", "simulate")
+      .when(key("kind"), "simulate")
       .live()
       .doc("Shape of the latency distribution."),
-    field<&sc::executor, &ex::simulate, &sim::latency, &lat::ms>(
-      "executor.latency.ms")
+    field<Base, &ex::simulate, &sim::latency, &lat::ms>(key("latency.ms"))
       .def("200")
       .between(0, 3600000)
-      .when("executor.latency.dist", "fixed")
+      .when(key("latency.dist"), "fixed")
       .live()
       .doc("Latency in milliseconds."),
-    field<&sc::executor, &ex::simulate, &sim::latency, &lat::min_ms>(
-      "executor.latency.min_ms")
+    field<Base, &ex::simulate, &sim::latency, &lat::min_ms>(
+      key("latency.min_ms"))
       .def("100")
       .between(0, 3600000)
-      .when("executor.latency.dist", "uniform")
+      .when(key("latency.dist"), "uniform")
       .live()
       .doc("Lowest latency in milliseconds."),
-    field<&sc::executor, &ex::simulate, &sim::latency, &lat::max_ms>(
-      "executor.latency.max_ms")
+    field<Base, &ex::simulate, &sim::latency, &lat::max_ms>(
+      key("latency.max_ms"))
       .def("300")
       .between(0, 3600000)
       .rule(">= min_ms")
-      .when("executor.latency.dist", "uniform")
+      .when(key("latency.dist"), "uniform")
       .live()
       .doc("Highest latency in milliseconds."),
-    field<&sc::executor, &ex::simulate, &sim::latency, &lat::p50_ms>(
-      "executor.latency.p50_ms")
+    field<Base, &ex::simulate, &sim::latency, &lat::p50_ms>(
+      key("latency.p50_ms"))
       .def("200")
       .above(0)
       .at_most(3600000)
-      .when("executor.latency.dist", "lognormal")
+      .when(key("latency.dist"), "lognormal")
       .live()
       .doc("Median latency in milliseconds."),
-    field<&sc::executor, &ex::simulate, &sim::latency, &lat::p99_ms>(
-      "executor.latency.p99_ms")
+    field<Base, &ex::simulate, &sim::latency, &lat::p99_ms>(
+      key("latency.p99_ms"))
       .def("1000")
       .above(0)
       .at_most(3600000)
       .rule(">= p50_ms")
-      .when("executor.latency.dist", "lognormal")
+      .when(key("latency.dist"), "lognormal")
       .live()
       .doc("99th percentile latency in milliseconds."),
-    group<sc>("executor.errors", property_type::object)
+    group<sc>(key("errors"), property_type::object)
       .rule("sum <= 1")
-      .when("executor.kind", "simulate")
+      .when(key("kind"), "simulate")
       .live()
       .doc("Probability per call of each injected error class."),
-    field<&sc::executor, &ex::simulate, &sim::errors, &err::transient>(
-      "executor.errors.transient")
+    field<Base, &ex::simulate, &sim::errors, &err::transient>(
+      key("errors.transient"))
       .def("0")
       .between(0, 1)
-      .when("executor.kind", "simulate")
+      .when(key("kind"), "simulate")
       .live()
       .doc("Probability of a transient error (backoff, counts)."),
-    field<&sc::executor, &ex::simulate, &sim::errors, &err::network>(
-      "executor.errors.network")
+    field<Base, &ex::simulate, &sim::errors, &err::network>(
+      key("errors.network"))
       .def("0")
       .between(0, 1)
-      .when("executor.kind", "simulate")
+      .when(key("kind"), "simulate")
       .live()
       .doc("Probability of a network error (one immediate retry)."),
-    field<&sc::executor, &ex::simulate, &sim::errors, &err::rate_limited>(
-      "executor.errors.rate_limited")
+    field<Base, &ex::simulate, &sim::errors, &err::rate_limited>(
+      key("errors.rate_limited"))
       .def("0")
       .between(0, 1)
-      .when("executor.kind", "simulate")
+      .when(key("kind"), "simulate")
       .live()
       .doc("Probability of a rate-limited error (snooze, no attempt)."),
-    field<&sc::executor, &ex::simulate, &sim::errors, &err::permanent>(
-      "executor.errors.permanent")
+    field<Base, &ex::simulate, &sim::errors, &err::permanent>(
+      key("errors.permanent"))
       .def("0")
       .between(0, 1)
-      .when("executor.kind", "simulate")
+      .when(key("kind"), "simulate")
       .live()
       .doc("Probability of a permanent error (fails at once)."),
-    field<&sc::executor, &ex::simulate, &sim::errors, &err::timeout>(
-      "executor.errors.timeout")
+    field<Base, &ex::simulate, &sim::errors, &err::timeout>(
+      key("errors.timeout"))
       .def("0")
       .between(0, 1)
-      .when("executor.kind", "simulate")
+      .when(key("kind"), "simulate")
       .live()
       .doc("Probability of a timeout (counts as an attempt)."),
-    field<&sc::executor, &ex::simulate, &sim::errors, &err::crash>(
-      "executor.errors.crash")
+    field<Base, &ex::simulate, &sim::errors, &err::crash>(key("errors.crash"))
       .def("0")
       .between(0, 1)
-      .when("executor.kind", "simulate")
+      .when(key("kind"), "simulate")
       .live()
       .doc("Probability that the stage actor crashes (chaos testing: the job "
            "is retried, the actor replaced)."),
-    field<&sc::executor, &ex::simulate, &sim::retry_after_s>(
-      "executor.retry_after_s")
+    field<Base, &ex::simulate, &sim::retry_after_s>(key("retry_after_s"))
       .def("2")
       .between(0, 86400)
-      .when("executor.kind", "simulate")
+      .when(key("kind"), "simulate")
       .live()
       .doc("Retry-After in seconds reported with injected rate_limited "
            "errors."),
-    field<&sc::executor, &ex::simulate, &sim::cost>("executor.cost")
+    field<Base, &ex::simulate, &sim::cost>(key("cost"))
       .def("0")
       .between(0, 10000)
       .rule("<= max_cost")
-      .when("executor.kind", "simulate")
+      .when(key("kind"), "simulate")
       .live()
       .doc("Cost of one call in USD."),
-    field<&sc::executor, &ex::simulate, &sim::seed>("executor.seed")
+    field<Base, &ex::simulate, &sim::seed>(key("seed"))
       .def("1")
       .at_least(0)
-      .when("executor.kind", "simulate")
+      .when(key("kind"), "simulate")
       .live()
       .doc("Seed of the simulation's random generator (uint64)."),
-    field<&sc::executor, &ex::command, &command_config::argv>("executor.argv")
+    field<Base, &ex::command, &command_config::argv>(key("argv"))
       .required()
       .check(check_argv, "non-empty")
-      .when("executor.kind", "command")
+      .when(key("kind"), "command")
       .live()
       .doc("Program and arguments; a relative argv[0] is resolved by the "
            "runtime."),
-    field<&sc::executor, &ex::command, &command_config::env>("executor.env")
+    field<Base, &ex::command, &command_config::env>(key("env"))
       .def("{}")
-      .when("executor.kind", "command")
+      .when(key("kind"), "command")
       .live()
       .doc("Variables set for the program, with these values; they win "
            "over passed ones."),
-    field<&sc::executor, &ex::command, &command_config::pass_env>(
-      "executor.pass_env")
+    field<Base, &ex::command, &command_config::pass_env>(key("pass_env"))
       .def("[]")
       .check(check_env_names, "variable names")
-      .when("executor.kind", "command")
+      .when(key("kind"), "command")
       .live()
       .doc("Names of the worker's environment variables the program also "
            "gets (e.g. an API key); a missing one is absent."),
-    field<&sc::executor, &ex::command, &command_config::kill_grace_s>(
-      "executor.kill_grace_s")
+    field<Base, &ex::command, &command_config::kill_grace_s>(
+      key("kill_grace_s"))
       .def("5")
       .between(0, 3600)
-      .when("executor.kind", "command")
+      .when(key("kind"), "command")
       .live()
-      .doc("Seconds between TERM and KILL when the program must stop."),
+      .doc("Seconds between TERM and KILL when the program must stop.")
+  });
+}
+
+/// Keys inside one element of "stages", in registry (and canonical) order.
+const std::vector<property<stage_config>>& stage_properties() {
+  using sc = stage_config;
+  static const std::vector<property<stage_config>> table = [] {
+    std::vector<property<sc>> t{
+      field<&sc::name>("name")
+        .required()
+        .check(check_name, "[a-z][a-z0-9_]{0,62}, unique")
+        .new_tasks()
+        .doc("Name of the stage."),
+      field<&sc::after>("after")
+        .def("[]")
+        .rule("names of other stages, no cycle")
+        .new_tasks()
+        .doc("Stages whose output this stage waits for."),
+      field<&sc::max_concurrent>("max_concurrent")
+        .def("1")
+        .between(1, 10000)
+        .live()
+        .doc("Runs of this stage one worker executes at once."),
+      field<&sc::timeout_s>("timeout_s")
+        .def("60")
+        .between(0.001, 604800)
+        .live()
+        .doc("Seconds one run may take (per unit when timeout_per is set)."),
+      field<&sc::timeout_per>("timeout_per")
+        .def(R"("")")
+        .live()
+        .doc("Numeric payload field that multiplies timeout_s (at least 1x); "
+             "empty: no scaling."),
+      field<&sc::timeout_max_s>("timeout_max_s")
+        .def("86400")
+        .between(0.001, 604800)
+        .rule(">= timeout_s")
+        .live()
+        .doc("Upper bound in seconds of a timeout scaled by timeout_per."),
+      field<&sc::optional>("optional")
+        .def("false")
+        .new_tasks()
+        .doc("When true, a failure of this stage leaves the task "
+             "partially_completed instead of failed."),
+      field<&sc::max_cost>("max_cost")
+        .def("10000")
+        .above(0)
+        .at_most(1000000)
+        .live()
+        .doc("Most USD one execution may report as its cost; a result above "
+             "it fails its run (permanent)."),
+      field<&sc::max_output_bytes>("max_output_bytes")
+        .def("1048576")
+        .between(2, 67108864)
+        .live()
+        .doc("Largest output JSON one execution may report, in bytes; a larger "
+             "result fails its run (permanent)."),
+      group<sc>("retry", property_type::object)
+        .live()
+        .doc("Retry policy for failed runs."),
+      field<&sc::retry, &retry_policy::max_retries>("retry.max_retries")
+        .def("3")
+        .between(0, 100)
+        .new_tasks()
+        .doc("Counted failures retried before the run fails."),
+      field<&sc::retry, &retry_policy::base_s>("retry.base_s")
+        .def("5")
+        .between(0, 86400)
+        .live()
+        .doc("Seconds of backoff after the first counted failure."),
+      field<&sc::retry, &retry_policy::factor>("retry.factor")
+        .def("3")
+        .between(1, 100)
+        .live()
+        .doc("Backoff growth per counted failure."),
+      field<&sc::retry, &retry_policy::jitter>("retry.jitter")
+        .def("0.2")
+        .between(0, 1)
+        .live()
+        .doc("Random spread of each backoff as a fraction (0.2 = +-20 %)."),
+      field<&sc::retry, &retry_policy::max_delay_s>("retry.max_delay_s")
+        .def("3600")
+        .between(0, 86400)
+        .live()
+        .doc("Upper bound of one backoff in seconds, jitter included."),
+      field<&sc::retry, &retry_policy::max_snooze_s>("retry.max_snooze_s")
+        .def("3600")
+        .above(0)
+        .at_most(86400)
+        .live()
+        .doc("Upper bound of one rate-limited snooze in seconds, whatever "
+             "Retry-After the provider asks for."),
+      field<&sc::retry, &retry_policy::max_snoozed_total_s>(
+        "retry.max_snoozed_total_s")
+        .def("86400")
+        .above(0)
+        .at_most(604800)
+        .live()
+        .doc("Total seconds one run may spend snoozed for rate limits; the "
+             "snooze that would pass it fails the run (rate_limited)."),
+      field<&sc::retry, &retry_policy::max_lost_leases>("retry.max_lost_leases")
+        .def("5")
+        .between(0, 100)
+        .new_tasks()
+        .doc("Leases a run may lose because its worker died or stalled before "
+             "it fails; counted apart from max_retries, copied into runs at "
+             "enqueue.")
+    };
+    add_executor_properties<&sc::executor>(t, "executor",
+                                           "What does the work of a run.");
+    t.insert(t.end(), {
+      field<&sc::provider>("provider")
+        .def(R"("")")
+        .rule("name of a provider")
+        .live()
+        .doc("Provider whose limits this stage's calls count against; empty: "
+             "none."),
+      group<sc>("fallback", property_type::object)
+        .optional_object(
+          [](const sc& s) { return !s.fallback_provider.empty(); })
+        .rule("needs provider")
+        .live()
+        .doc("Where calls go while provider's breaker is open or its quota "
+             "is spent; absent: none."),
+      field<&sc::fallback_provider>("fallback.provider")
+        .required()
+        .rule("name of a provider other than provider")
+        .live()
+        .doc("Provider that takes the calls instead."),
+    });
+    add_executor_properties<&sc::fallback_executor>(
+      t, "fallback.executor",
+      "Executor of calls sent to the fallback, with the keys and rules of "
+      "executor; absent: a copy of executor.");
+    return t;
+  }();
+  return table;
+}
+
+/// Keys inside one element of "providers", in registry (and canonical)
+/// order. Every key is live: workers write the limits to the database when
+/// they start and on every reload.
+const std::vector<property<provider_config>>& provider_properties() {
+  using pc = provider_config;
+  using rl = rate_limit;
+  using dq = daily_quota;
+  using br = breaker_config;
+  static const std::vector<property<provider_config>> table{
+    field<&pc::name>("name")
+      .required()
+      .check(check_name, "[a-z][a-z0-9_]{0,62}, unique")
+      .live()
+      .doc("Name of the provider, as stages name it."),
+    field<&pc::max_concurrent>("max_concurrent")
+      .def("0")
+      .between(0, 100000)
+      .live()
+      .doc("Calls in flight at once across all workers (exact); 0: no cap."),
+    group<pc>("rate", property_type::object)
+      .optional_object([](const pc& p) { return p.has_rate; },
+                       [](pc& p) { p.has_rate = true; })
+      .live()
+      .doc("Token bucket shared by all workers; absent: no rate limit."),
+    field<&pc::rate, &rl::per_s>("rate.per_s")
+      .required()
+      .above(0)
+      .at_most(100000)
+      .live()
+      .doc("Calls a second on average: the rate the bucket refills at."),
+    field<&pc::rate, &rl::burst>("rate.burst")
+      .def("1")
+      .between(1, 100000)
+      .live()
+      .doc("Tokens the bucket holds: calls that may start at once after a "
+           "quiet spell."),
+    group<pc>("daily_quota", property_type::object)
+      .optional_object([](const pc& p) { return p.has_quota; },
+                       [](pc& p) { p.has_quota = true; })
+      .live()
+      .doc("Units the provider may use per window; absent: no quota."),
+    field<&pc::quota, &dq::units>("daily_quota.units")
+      .required()
+      .above(0)
+      .at_most(1e12)
+      .live()
+      .doc("Units per window."),
+    field<&pc::quota, &dq::reset_at>("daily_quota.reset_at")
+      .def(R"("00:00")")
+      .check(check_clock_time, "HH:MM")
+      .live()
+      .doc("Local time in time_zone when a day-long window (window_s 86400) "
+           "starts."),
+    field<&pc::quota, &dq::time_zone>("daily_quota.time_zone")
+      .def(R"("UTC")")
+      .check(check_time_zone, "[A-Za-z0-9_+/-], not empty")
+      .live()
+      .doc("IANA time zone of reset_at (America/Los_Angeles); PostgreSQL "
+           "checks that it exists when a worker writes the limits."),
+    field<&pc::quota, &dq::window_s>("daily_quota.window_s")
+      .def("86400")
+      .between(1, 2678400)
+      .live()
+      .doc("Seconds a window lasts; 86400: a day from reset_at, other "
+           "lengths start at multiples of the length since the epoch."),
+    field<&pc::quota, &dq::units_per_call>("daily_quota.units_per_call")
+      .def("1")
+      .above(0)
+      .at_most(1e6)
+      .live()
+      .doc("Units one call uses when units_field is empty or missing from "
+           "the payload."),
+    field<&pc::quota, &dq::units_field>("daily_quota.units_field")
+      .def(R"("")")
+      .check(check_field_name, "[A-Za-z_][A-Za-z0-9_]{0,62} or empty")
+      .live()
+      .doc("Numeric payload field giving the units of one call (images); "
+           "empty: units_per_call."),
+    group<pc>("breaker", property_type::object)
+      .optional_object([](const pc& p) { return p.has_breaker; },
+                       [](pc& p) { p.has_breaker = true; })
+      .live()
+      .doc("Circuit breaker: stops calls after failures, probes after a "
+           "cooldown; absent: none."),
+    field<&pc::breaker, &br::consecutive_failures>(
+      "breaker.consecutive_failures")
+      .def("5")
+      .between(1, 1000)
+      .live()
+      .doc("Failed calls in a row that open the breaker."),
+    field<&pc::breaker, &br::failure_rate>("breaker.failure_rate")
+      .def("0")
+      .between(0, 1)
+      .live()
+      .doc("Failed share of the last window calls that opens the breaker; "
+           "0: no rate rule."),
+    field<&pc::breaker, &br::window>("breaker.window")
+      .def("20")
+      .between(1, 1000)
+      .live()
+      .doc("Calls the failure rate is computed over."),
+    field<&pc::breaker, &br::cooldown_s>("breaker.cooldown_s")
+      .def("30")
+      .between(0.01, 86400)
+      .live()
+      .doc("Seconds the breaker stays open before it lets probes through."),
+    field<&pc::breaker, &br::probes>("breaker.probes")
+      .def("1")
+      .between(1, 100)
+      .live()
+      .doc("Calls let through after the cooldown (half-open) to test the "
+           "provider."),
   };
   return table;
 }
@@ -958,6 +1186,8 @@ template <class S>
 const std::vector<property<S>>& properties_of() {
   if constexpr (std::is_same_v<S, snapshot>)
     return root_properties();
+  else if constexpr (std::is_same_v<S, provider_config>)
+    return provider_properties();
   else
     return stage_properties();
 }
@@ -982,17 +1212,24 @@ bool condition_holds(const S& s, const property<S>& p) {
   return v.is_string() && v.get_string() == p.when_.value;
 }
 
-/// Whether the property applies to `s`: its condition and those of the
-/// groups that contain it hold.
+/// Whether the property applies to `s`: it and the groups that contain it
+/// are present (when optional) and their conditions hold. While parsing,
+/// `given` holds the keys the file gives: an optional object counts as
+/// present when the file gives it, whatever it contains.
 template <class S>
-bool applies(const S& s, const property<S>& p) {
+bool applies(const S& s, const property<S>& p,
+             const std::set<std::string>* given = nullptr) {
+  if (p.present != nullptr
+      && !(given != nullptr ? given->count(p.key) != 0 : p.present(s)))
+    return false;
   if (!condition_holds(s, p))
     return false;
-  auto dot = p.key.rfind('.');
+  auto key = std::string_view(p.key);
+  auto dot = key.rfind('.');
   if (dot == std::string_view::npos)
     return true;
-  const auto* parent = find_property<S>(p.key.substr(0, dot));
-  return parent == nullptr || applies(s, *parent);
+  const auto* parent = find_property<S>(key.substr(0, dot));
+  return parent == nullptr || applies(s, *parent, given);
 }
 
 template <class S>
@@ -1058,18 +1295,28 @@ public:
         add(path, unknown_key_message<S>(group_key, kv.key()));
         continue;
       }
-      present.insert(key);
       const auto& v = kv.value();
+      // An optional object that is not an object is not there: its required
+      // keys are not missing.
+      if (p->present == nullptr || v.is_object())
+        present.insert(key);
       switch (p->type) {
         case property_type::object:
-          if (!v.is_object())
+          if (!v.is_object()) {
             add(path, "must be an object, got " + value_text(v));
-          else
+          } else {
+            if (p->mark_present != nullptr)
+              p->mark_present(out);
             parse_group(v.get_object(), key, scope_path, out, present);
+          }
           break;
         case property_type::object_list:
-          if constexpr (std::is_same_v<S, snapshot>)
-            parse_stages(v, path, out);
+          if constexpr (std::is_same_v<S, snapshot>) {
+            if (p->key == "providers")
+              parse_list(v, path, "provider", out.providers);
+            else
+              parse_list(v, path, "stage", out.stages);
+          }
           break;
         default:
           if (check_value(*p, v, path))
@@ -1079,44 +1326,55 @@ public:
   }
 
   /// Parses a whole scope: defaults, keys, then presence and conditions.
+  /// Returns the keys the file gives.
   template <class S>
-  void parse_scope(const json::object& obj, std::string_view scope_path,
-                   S& out) {
+  std::set<std::string> parse_scope(const json::object& obj,
+                                    std::string_view scope_path, S& out) {
     apply_defaults(out);
     std::set<std::string> present;
     parse_group(obj, "", scope_path, out, present);
     for (const auto& p : properties_of<S>()) {
       auto path = join_path(scope_path, p.key);
-      if (present.count(std::string(p.key)) != 0) {
+      if (present.count(p.key) != 0) {
         if (!condition_holds(out, p))
-          add(path, "only valid when " + std::string(p.when_.key) + " is '"
+          add(path, "only valid when " + p.when_.key + " is '"
                       + std::string(p.when_.value) + "'");
-      } else if (p.required_ && applies(out, p)) {
+      } else if (p.required_ && applies(out, p, &present)) {
         add(path, "missing required key");
       }
     }
+    return present;
   }
 
-  void parse_stages(const json::value& v, const std::string& path,
-                    snapshot& out) {
+  /// Parses "stages" or "providers" into `out`; `noun` names one element.
+  template <class E>
+  void parse_list(const json::value& v, const std::string& path,
+                  std::string_view noun, std::vector<E>& out) {
     if (!v.is_array()) {
-      add(path, "must be an array of stages, got " + value_text(v));
+      add(path, "must be an array of " + std::string(noun) + "s, got "
+                  + value_text(v));
       return;
     }
     const auto& arr = v.get_array();
-    if (arr.empty())
+    if (arr.empty() && std::is_same_v<E, stage_config>)
       add(path, "must list at least one stage");
     for (std::size_t i = 0; i < arr.size(); ++i) {
       auto item_path = path + "[" + std::to_string(i) + "]";
-      // A stage that is not an object stays in as a nameless placeholder,
-      // so that indices in later messages match the file.
-      auto& stage = out.stages.emplace_back();
+      // An element that is not an object stays in as a nameless
+      // placeholder, so that indices in later messages match the file.
+      auto& item = out.emplace_back();
       if (!arr[i].is_object()) {
         add(item_path, "must be an object, got " + value_text(arr[i]));
         continue;
       }
-      parse_scope(arr[i].get_object(), item_path, stage);
-      check_stage(stage, item_path);
+      auto given = parse_scope(arr[i].get_object(), item_path, item);
+      if constexpr (std::is_same_v<E, stage_config>) {
+        // A fallback without an executor runs the stage's own.
+        if (given.count("fallback") != 0
+            && given.count("fallback.executor") == 0)
+          item.fallback_executor = item.executor;
+        check_stage(item, item_path);
+      }
     }
   }
 
@@ -1126,30 +1384,38 @@ public:
       add(path + ".timeout_max_s",
           "must be >= timeout_s (" + format_number(s.timeout_s) + "), got "
             + format_number(s.timeout_max_s));
-    if (s.executor.kind != executor_kind::simulate)
+    check_executor(s.executor, s.max_cost, path + ".executor");
+    // A copy of executor has executor's problems, reported there.
+    if (!s.fallback_provider.empty() && s.fallback_executor != s.executor)
+      check_executor(s.fallback_executor, s.max_cost,
+                     path + ".fallback.executor");
+  }
+
+  /// Rules that relate several keys of one executor at `path`.
+  void check_executor(const executor_config& e, double max_cost,
+                      const std::string& path) {
+    if (e.kind != executor_kind::simulate)
       return;
-    const auto& sim = s.executor.simulate;
-    if (sim.cost > s.max_cost)
-      add(path + ".executor.cost",
-          "must be <= max_cost (" + format_number(s.max_cost) + "), got "
-            + format_number(sim.cost));
+    const auto& sim = e.simulate;
+    if (sim.cost > max_cost)
+      add(path + ".cost", "must be <= max_cost (" + format_number(max_cost)
+                            + "), got " + format_number(sim.cost));
     if (sim.errors.total() > 1 + 1e-9)
-      add(path + ".executor.errors",
-          "probabilities must sum to <= 1, got "
-            + format_number(sim.errors.total()));
+      add(path + ".errors", "probabilities must sum to <= 1, got "
+                              + format_number(sim.errors.total()));
     const auto& lat = sim.latency;
     if (lat.dist == latency_dist::uniform && lat.max_ms < lat.min_ms)
-      add(path + ".executor.latency.max_ms",
+      add(path + ".latency.max_ms",
           "must be >= min_ms (" + format_number(lat.min_ms) + "), got "
             + format_number(lat.max_ms));
     if (lat.dist == latency_dist::lognormal && lat.p99_ms < lat.p50_ms)
-      add(path + ".executor.latency.p99_ms",
+      add(path + ".latency.p99_ms",
           "must be >= p50_ms (" + format_number(lat.p50_ms) + "), got "
             + format_number(lat.p99_ms));
   }
 
   /// Rules that relate keys across the file: lease vs. heartbeat, stage
-  /// names, dependencies.
+  /// and provider names, dependencies, the providers stages name.
   void check_snapshot(const snapshot& s) {
     if (s.worker.lease_s <= s.worker.heartbeat_interval_s)
       add("worker.lease_s", "must be > worker.heartbeat_interval_s ("
@@ -1193,6 +1459,52 @@ public:
       add(stage_path(first_index.at(cycle->front())) + ".after",
           "dependency cycle: " + text);
     }
+    check_providers(s);
+  }
+
+  /// Provider names are unique; a stage's provider and fallback name
+  /// providers, and a fallback stands in for a provider the stage has.
+  void check_providers(const snapshot& s) {
+    std::map<std::string_view, std::size_t> first_index;
+    std::vector<std::string_view> names; // in file order, for suggestions
+    for (std::size_t i = 0; i < s.providers.size(); ++i) {
+      const auto& name = s.providers[i].name;
+      if (name.empty())
+        continue;
+      auto [it, added] = first_index.emplace(name, i);
+      if (added)
+        names.push_back(name);
+      else
+        add(provider_path(i) + ".name",
+            "duplicate provider name '" + name + "' (first at "
+              + provider_path(it->second) + ")");
+    }
+    auto check_known = [&](const std::string& name, const std::string& path) {
+      if (first_index.count(name) != 0)
+        return;
+      std::string msg = "unknown provider '" + name + "'";
+      if (names.empty())
+        msg += " (providers lists none)";
+      else if (auto best = closest(name, names); !best.empty())
+        msg += " (did you mean '" + best + "'?)";
+      add(path, std::move(msg));
+    };
+    for (std::size_t i = 0; i < s.stages.size(); ++i) {
+      const auto& st = s.stages[i];
+      auto path = stage_path(i);
+      if (!st.provider.empty())
+        check_known(st.provider, path + ".provider");
+      if (st.fallback_provider.empty())
+        continue;
+      check_known(st.fallback_provider, path + ".fallback.provider");
+      if (st.provider.empty())
+        add(path + ".fallback",
+            "needs provider: a fallback stands in for the stage's provider, "
+            "and the stage names none");
+      else if (st.fallback_provider == st.provider)
+        add(path + ".fallback.provider",
+            "must differ from provider ('" + st.provider + "')");
+    }
   }
 
 private:
@@ -1200,27 +1512,43 @@ private:
     return "stages[" + std::to_string(i) + "]";
   }
 
+  static std::string provider_path(std::size_t i) {
+    return "providers[" + std::to_string(i) + "]";
+  }
+
+  /// The candidate a few typos away from `word` (the nearest, the first
+  /// among equals), or empty.
+  static std::string closest(std::string_view word,
+                             const std::vector<std::string_view>& candidates) {
+    std::string best;
+    // Allow about one typo per three characters, at least two.
+    std::size_t best_distance = 1 + std::max<std::size_t>(2, word.size() / 3);
+    for (auto c : candidates) {
+      auto d = edit_distance(word, c);
+      if (d < best_distance) {
+        best_distance = d;
+        best = std::string(c);
+      }
+    }
+    return best;
+  }
+
   /// "unknown key", with a suggestion when a sibling key is a few typos
   /// away.
   template <class S>
   static std::string unknown_key_message(std::string_view group_key,
                                          std::string_view key) {
-    std::string best;
-    // Allow about one typo per three characters, at least two.
-    std::size_t best_distance = 1 + std::max<std::size_t>(2, key.size() / 3);
+    std::vector<std::string_view> siblings;
     for (const auto& p : properties_of<S>()) {
-      auto dot = p.key.rfind('.');
+      auto k = std::string_view(p.key);
+      auto dot = k.rfind('.');
       auto parent = dot == std::string_view::npos ? std::string_view{}
-                                                  : p.key.substr(0, dot);
-      if (parent != group_key)
-        continue;
-      auto name = dot == std::string_view::npos ? p.key : p.key.substr(dot + 1);
-      auto d = edit_distance(key, name);
-      if (d < best_distance) {
-        best_distance = d;
-        best = std::string(name);
-      }
+                                                  : k.substr(0, dot);
+      if (parent == group_key)
+        siblings.push_back(dot == std::string_view::npos ? k
+                                                         : k.substr(dot + 1));
     }
+    auto best = closest(key, siblings);
     if (best.empty())
       return "unknown key";
     return "unknown key (did you mean '" + best + "'?)";
@@ -1416,10 +1744,14 @@ json::object to_object(const S& s) {
         break;
       case property_type::object_list:
         if constexpr (std::is_same_v<S, snapshot>) {
-          json::array stages;
-          for (const auto& st : s.stages)
-            stages.emplace_back(to_object(st));
-          put(out, p.key, std::move(stages));
+          json::array items;
+          if (p.key == "providers")
+            for (const auto& pr : s.providers)
+              items.emplace_back(to_object(pr));
+          else
+            for (const auto& st : s.stages)
+              items.emplace_back(to_object(st));
+          put(out, p.key, std::move(items));
         }
         break;
       default:
@@ -1433,6 +1765,8 @@ template <class S>
 std::string qualified_name(std::string_view key) {
   if constexpr (std::is_same_v<S, snapshot>)
     return std::string(key);
+  else if constexpr (std::is_same_v<S, provider_config>)
+    return "providers[]." + std::string(key);
   else
     return "stages[]." + std::string(key);
 }
@@ -1446,8 +1780,7 @@ void describe_into(std::vector<property_info>& out) {
     info.default_text = std::string(p.default_text);
     info.constraint = p.constraint();
     if (!p.when_.key.empty())
-      info.applies_when =
-        std::string(p.when_.key) + " = " + std::string(p.when_.value);
+      info.applies_when = p.when_.key + " = " + std::string(p.when_.value);
     info.required = p.required_;
     info.effect = p.effect;
     info.needs_restart = p.effect == change_effect::restart;
@@ -1464,6 +1797,14 @@ const stage_config* snapshot::stage(std::string_view name) const noexcept {
   for (const auto& s : stages)
     if (s.name == name)
       return &s;
+  return nullptr;
+}
+
+const provider_config*
+snapshot::provider(std::string_view name) const noexcept {
+  for (const auto& p : providers)
+    if (p.name == name)
+      return &p;
   return nullptr;
 }
 
@@ -1591,8 +1932,9 @@ std::string_view to_string(change_effect e) noexcept {
 
 namespace {
 
-/// The text of a side where there is nothing: a stage added or removed, or
-/// a key of an executor variant (or latency shape) not selected.
+/// The text of a side where there is nothing: a stage, provider or
+/// optional object added or removed, or a key of an executor variant (or
+/// latency shape) not selected.
 constexpr std::string_view absent_text = "(none)";
 
 /// How a whole stage added or removed takes effect: spool_enqueue creates
@@ -1600,25 +1942,62 @@ constexpr std::string_view absent_text = "(none)";
 /// runs of a removed stage and get none of an added one.
 constexpr change_effect stage_set_effect = change_effect::new_tasks;
 
+/// How a whole provider added or removed takes effect: workers write the
+/// limits to the database on every reload.
+constexpr change_effect provider_set_effect = change_effect::live;
+
 std::string compact(const json::value& v) {
   std::string out;
   write_json(out, v);
   return out;
 }
 
+/// The value at a dotted key of an object made by to_object.
+const json::value& value_at(const json::object& obj, std::string_view key) {
+  auto dot = key.find('.');
+  if (dot == std::string_view::npos)
+    return obj.at(key);
+  return value_at(obj.at(key.substr(0, dot)).as_object(),
+                  key.substr(dot + 1));
+}
+
 /// Appends the leaf properties of scope S that differ between `old` and
 /// `next`, in registry order, each keyed `prefix` + its dotted key. A key
 /// is compared where it applies to either side (so keys of an unselected
 /// executor kind make no noise) and shows "(none)" on a side where it does
-/// not apply.
+/// not apply. An optional object (a provider's "rate", a stage's
+/// "fallback") present on one side only is one change keyed by the object,
+/// with its canonical JSON, and stands for the keys inside it.
 template <class S>
 void diff_scope(const S& old, const S& next, const std::string& prefix,
                 std::vector<change>& out) {
+  std::vector<std::string> toggled; // optional objects added or removed
   for (const auto& p : properties_of<S>()) {
+    auto inside_toggled = std::any_of(
+      toggled.begin(), toggled.end(), [&](const std::string& t) {
+        return p.key.size() > t.size() && p.key.starts_with(t)
+               && p.key[t.size()] == '.';
+      });
+    if (inside_toggled)
+      continue;
+    if (p.present != nullptr) {
+      auto in_old = applies(old, p);
+      auto in_next = applies(next, p);
+      if (in_old == in_next)
+        continue;
+      toggled.push_back(p.key);
+      auto side = [&](const S& s, bool in) {
+        return in ? compact(value_at(to_object(s), p.key))
+                  : std::string(absent_text);
+      };
+      out.push_back(change{prefix + p.key, side(old, in_old),
+                           side(next, in_next), p.effect});
+      continue;
+    }
     if (!p.is_leaf())
       continue;
-    if constexpr (std::is_same_v<S, stage_config>)
-      if (p.key == "name") // stages are matched by name
+    if constexpr (!std::is_same_v<S, snapshot>)
+      if (p.key == "name") // stages and providers are matched by name
         continue;
     auto in_old = applies(old, p);
     auto in_next = applies(next, p);
@@ -1631,15 +2010,58 @@ void diff_scope(const S& old, const S& next, const std::string& prefix,
     // 200), which is no change worth a line.
     if (before == after)
       continue;
-    out.push_back(change{prefix + std::string(p.key),
+    out.push_back(change{prefix + p.key,
                          in_old ? compact(before) : std::string(absent_text),
                          in_next ? compact(after) : std::string(absent_text),
                          p.effect});
   }
 }
 
-std::string stage_key(const std::string& name) {
-  return "stages[" + name + "]";
+/// The element of `list` named `name`, or nullptr.
+template <class E>
+const E* find_named(const std::vector<E>& list, std::string_view name) {
+  for (const auto& e : list)
+    if (e.name == name)
+      return &e;
+  return nullptr;
+}
+
+/// Appends the changes between two lists of named elements (stages or
+/// providers), matched by name and keyed `<list>[<name>]`: those of each
+/// element of `next` in its order, an added one as a whole where it
+/// stands, then the removed ones in `old`'s order, each with `set_effect`.
+template <class E>
+void diff_list(const std::vector<E>& old, const std::vector<E>& next,
+               std::string_view list, change_effect set_effect,
+               std::vector<change>& out) {
+  auto key = [&](const std::string& name) {
+    return std::string(list) + "[" + name + "]";
+  };
+  for (const auto& e : next) {
+    if (const auto* before = find_named(old, e.name))
+      diff_scope(*before, e, key(e.name) + ".", out);
+    else
+      out.push_back(change{key(e.name), std::string(absent_text),
+                           compact(to_object(e)), set_effect});
+  }
+  for (const auto& e : old)
+    if (find_named(next, e.name) == nullptr)
+      out.push_back(change{key(e.name), compact(to_object(e)),
+                           std::string(absent_text), set_effect});
+}
+
+/// Sets every restart-only key of each element of `next` that `old` also
+/// has back to its value there.
+template <class E>
+void keep_restart_only_in(const std::vector<E>& old, std::vector<E>& next) {
+  for (auto& e : next) {
+    const auto* before = find_named(old, e.name);
+    if (before == nullptr)
+      continue; // a new element has nothing to keep
+    for (const auto& p : properties_of<E>())
+      if (p.is_leaf() && p.effect == change_effect::restart)
+        p.set(e, p.get(*before));
+  }
 }
 
 } // namespace
@@ -1647,17 +2069,9 @@ std::string stage_key(const std::string& name) {
 std::vector<change> diff(const snapshot& old, const snapshot& next) {
   std::vector<change> out;
   diff_scope(old, next, "", out);
-  for (const auto& st : next.stages) {
-    if (const auto* before = old.stage(st.name))
-      diff_scope(*before, st, stage_key(st.name) + ".", out);
-    else
-      out.push_back(change{stage_key(st.name), std::string(absent_text),
-                           compact(to_object(st)), stage_set_effect});
-  }
-  for (const auto& st : old.stages)
-    if (next.stage(st.name) == nullptr)
-      out.push_back(change{stage_key(st.name), compact(to_object(st)),
-                           std::string(absent_text), stage_set_effect});
+  diff_list(old.providers, next.providers, "providers", provider_set_effect,
+            out);
+  diff_list(old.stages, next.stages, "stages", stage_set_effect, out);
   return out;
 }
 
@@ -1675,14 +2089,8 @@ snapshot keep_restart_only(const snapshot& old, const snapshot& next) {
   for (const auto& p : root_properties())
     if (p.is_leaf() && p.effect == change_effect::restart)
       p.set(out, p.get(old));
-  for (auto& st : out.stages) {
-    const auto* before = old.stage(st.name);
-    if (before == nullptr)
-      continue; // a new stage has nothing to keep
-    for (const auto& p : stage_properties())
-      if (p.is_leaf() && p.effect == change_effect::restart)
-        p.set(st, p.get(*before));
-  }
+  keep_restart_only_in(old.providers, out.providers);
+  keep_restart_only_in(old.stages, out.stages);
   return out;
 }
 
@@ -1691,6 +2099,7 @@ snapshot keep_restart_only(const snapshot& old, const snapshot& next) {
 std::vector<property_info> describe() {
   std::vector<property_info> out;
   describe_into<snapshot>(out);
+  describe_into<provider_config>(out);
   describe_into<stage_config>(out);
   return out;
 }

@@ -345,7 +345,12 @@ struct breaker_config {
 };
 
 /// An external service whose limits hold across every worker (an element
-/// of "providers"). Each limit is optional.
+/// of "providers"). Each limit is optional: `rate`, `daily_quota` and
+/// `breaker` are objects of the file whose presence sets has_rate,
+/// has_quota and has_breaker; the settings of an absent one keep their
+/// struct defaults and mean nothing (canonical_json leaves them out). Every
+/// key is live: workers write the limits to the database when they start
+/// and on every reload.
 struct provider_config {
   /// Unique name, [a-z][a-z0-9_]{0,62}. Required.
   std::string name;
@@ -403,11 +408,15 @@ struct stage_config {
   /// (the default): none.
   std::string provider;
   /// A provider to use instead when `provider`'s breaker is open or its
-  /// quota is spent ("fallback.provider"). Empty (the default): none.
+  /// quota is spent ("fallback.provider", required in a "fallback"
+  /// object). Empty (the default): none, and the file has no "fallback".
+  /// Must name a provider other than `provider`, and needs `provider`.
   std::string fallback_provider;
-  /// The executor of a call sent to the fallback ("fallback.executor");
-  /// only meaningful with fallback_provider. Defaults to `executor`'s
-  /// settings when the file gives none.
+  /// The executor of a call sent to the fallback ("fallback.executor", with
+  /// the keys and rules of "executor"); only meaningful with
+  /// fallback_provider. A "fallback" without "executor" gives a copy of
+  /// `executor`; without "fallback" it keeps the defaults of
+  /// executor_config.
   executor_config fallback_executor;
 
   /// The unscaled timeout.
@@ -535,8 +544,8 @@ std::string compute_version(const snapshot& s);
 /// snapshots: the keys of diff(old, next) whose effect is restart, in its
 /// order (e.g. {"data_dir", "database_url",
 /// "worker.db_statement_timeout_s"}). Empty when a reload can apply all of
-/// `next`. (No stage property needs a restart today; one would be named
-/// "stages[<stage>].<key>".)
+/// `next`. (No stage or provider property needs a restart today; one would
+/// be named "stages[<stage>].<key>" or "providers[<provider>].<key>".)
 std::vector<std::string> restart_required(const snapshot& old,
                                           const snapshot& next);
 
@@ -562,40 +571,49 @@ std::string_view to_string(change_effect e) noexcept;
 /// One property that differs between two snapshots.
 struct change {
   /// The property's dotted key as in the file, a stage's keys prefixed
-  /// with "stages[<name>]." (not its index): "data_dir", "worker.lease_s",
+  /// with "stages[<name>]." and a provider's with "providers[<name>]." (not
+  /// their index): "data_dir", "worker.lease_s",
   /// "stages[video_gen].retry.factor",
-  /// "stages[video_gen].executor.latency.ms". A stage added or removed as a
-  /// whole is one change keyed "stages[video_gen]".
+  /// "stages[video_gen].executor.latency.ms",
+  /// "providers[kling].rate.per_s". A stage or provider added or removed as
+  /// a whole is one change keyed "stages[video_gen]" or "providers[kling]";
+  /// so is an optional object added or removed as a whole:
+  /// "providers[kling].rate", "stages[video_gen].fallback".
   std::string key;
   /// Compact JSON of the old and new value ("30", "\"command\"",
-  /// "[\"asset_gen\"]"); for a whole stage, its canonical JSON (as in
-  /// canonical_json). "(none)" on the side where there is nothing: the
-  /// missing side of an added or removed stage, or the side where the key
-  /// does not apply (a key of the executor kind or latency dist not
-  /// selected there).
+  /// "[\"asset_gen\"]"); for a whole stage, provider or optional object,
+  /// its canonical JSON (as in canonical_json). "(none)" on the side where
+  /// there is nothing: the missing side of an added or removed stage,
+  /// provider or optional object, or the side where the key does not apply
+  /// (a key of the executor kind or latency dist not selected there).
   std::string before;
   std::string after;
   /// The property's effect; a stage added or removed is new_tasks (each
-  /// task gets one run per stage configured when it is enqueued).
+  /// task gets one run per stage configured when it is enqueued), a
+  /// provider added or removed is live.
   change_effect effect = change_effect::live;
 
   bool operator==(const change&) const = default;
 };
 
 /// Every leaf property that differs, in registry order (top level, worker,
-/// then stages in `next`'s order, each added one where it stands, then
-/// removed stages in `old`'s order). Stages are matched by name; a change
-/// of their order alone is no change. A key is compared where it applies to
+/// then providers, then stages; each list in `next`'s order, each added
+/// element where it stands, then the removed ones in `old`'s order).
+/// Stages and providers are matched by name; a change of their order alone
+/// is no change. An optional object (a provider's rate, daily_quota or
+/// breaker, a stage's fallback) present on one side only is one change
+/// that stands for its keys. A key is compared where it applies to
 /// either side, so keys of an executor kind selected on neither side make
 /// no noise; when `kind` (or latency `dist`) changes, the change lists it
 /// and the keys of either variant whose values differ. Empty for equal
-/// snapshots (and whenever their canonical JSON is equal up to stage
-/// order).
+/// snapshots (and whenever their canonical JSON is equal up to the order
+/// of stages and of providers).
 std::vector<change> diff(const snapshot& old, const snapshot& next);
 
 /// `next` with every restart-only property (data_dir, database_url,
-/// worker.db_* except db_call_timeout_s, and any stage key marked restart,
-/// for stages present in both) set back to its value in `old`: what a
+/// worker.db_* except db_call_timeout_s, and any stage or provider key
+/// marked restart, for stages and providers present in both) set back to
+/// its value in `old`: what a
 /// running worker applies. Keeps `next.version`. Cross-key rules are not
 /// re-checked: when `next` lowers both worker.db_statement_timeout_s and
 /// worker.db_call_timeout_s, the result keeps the old statement timeout
@@ -622,7 +640,8 @@ std::string_view to_string(property_type t) noexcept;
 
 /// What the registry knows about one property, for docs and the CLI.
 struct property_info {
-  /// Dotted path; stage properties read "stages[].retry.factor".
+  /// Dotted path; stage properties read "stages[].retry.factor", provider
+  /// properties "providers[].rate.per_s".
   std::string name;
   property_type type;
   /// The default as JSON text ("5", "\"fixed\"", "[]"); empty when the
@@ -646,7 +665,7 @@ struct property_info {
 };
 
 /// Every property of the file, in registry order (top level, worker, then
-/// stage properties).
+/// provider properties, then stage properties).
 std::vector<property_info> describe();
 
 } // namespace spool::config

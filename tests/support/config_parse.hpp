@@ -6,7 +6,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <memory>
+#include <string>
 #include <string_view>
 
 namespace spool::test {
@@ -18,6 +20,23 @@ inline std::string all_problems(const config::load_result& r) {
     out += config::to_string(p) + "\n";
   return out;
 }
+
+/// Whether `r` reports a problem at exactly `path` whose message contains
+/// `text`.
+inline bool has_problem(const config::load_result& r, std::string_view path,
+                        std::string_view text) {
+  return std::any_of(r.problems.begin(), r.problems.end(), [&](const auto& p) {
+    return p.path == path && p.message.find(text) != std::string::npos;
+  });
+}
+
+/// Checks that `result` reports a problem at `path` whose message contains
+/// `text`; on failure, shows every problem.
+#define CHECK_PROBLEM(result, path, text)                                      \
+  do {                                                                         \
+    INFO(::spool::test::all_problems(result));                                 \
+    CHECK(::spool::test::has_problem(result, path, text));                     \
+  } while (false)
 
 /// Parses a file that must be valid.
 inline std::shared_ptr<const config::snapshot> parse_ok(std::string_view text) {
