@@ -5,6 +5,7 @@
 #include "runtime/pg/pool.hpp"
 #include "runtime/store/config_store.hpp"
 #include "runtime/store/maintenance.hpp"
+#include "runtime/store/providers.hpp"
 
 #include <caf/event_based_actor.hpp>
 #include <caf/local_actor.hpp>
@@ -81,8 +82,18 @@ caf::behavior claimer(db_self self, db_options db) {
       if (std::chrono::steady_clock::now() > req.deadline)
         return caf::make_error(caf::sec::request_timeout, "claim request expired unsent");
       return with_store(self, [&](store::store& q, pg::connection&) {
-        return claim_batch{req.stage, q.claim(req.stage, req.limit, req.worker, req.lease,
-                                              req.token)};
+        claim_batch b;
+        b.stage = req.stage;
+        if (req.provider.empty()) {
+          b.runs = q.claim(req.stage, req.limit, req.worker, req.lease, req.token);
+          return b;
+        }
+        auto r = q.claim_limited(req.stage, req.limit, req.worker, req.lease, req.provider,
+                                 req.fallback, req.token);
+        b.runs = std::move(r.runs);
+        b.held_back = std::move(r.held_back);
+        b.wait = r.wait;
+        return b;
       });
     },
   };
@@ -156,6 +167,17 @@ caf::behavior maintainer(db_self self, db_options db) {
         r.stale = rep.stale_ready;
         r.stale_approval = rep.stale_approval;
         return r;
+      });
+    },
+    [=](sync_atom, const std::string& providers_json) {
+      return with_store(self, [&](store::store& q, pg::connection&) {
+        q.sync_providers(providers_json);
+        return true;
+      });
+    },
+    [=](events_atom, const std::string& worker) {
+      return with_store(self, [&](store::store& q, pg::connection&) {
+        return q.take_provider_events(worker);
       });
     },
     [=](fetch_atom) {

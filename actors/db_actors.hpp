@@ -23,7 +23,10 @@
 //                -> maintenance_report;
 //              (pending_atom, stages) -> bool;
 //              (fetch_atom) -> stored_config (the newest pushed; version 0
-//              when none)
+//              when none);
+//              (sync_atom, providers_json) -> bool: writes provider limits;
+//              (events_atom, worker) -> vector<provider_event> not yet
+//              logged by any worker, now this one's to log
 // listener:    LISTENs on spool_wakeup, spool_cancel and spool_config and
 //              sends each notification to `subscriber` as (wakeup_atom,
 //              notice), except a stage's wake-up, which goes straight to

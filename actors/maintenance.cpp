@@ -12,13 +12,14 @@ namespace spool::actors {
 
 namespace {
 
-enum class duty : int { rescue, sweep };
+enum class duty : int { rescue, sweep, events };
 
 struct maintenance_state {
   std::shared_ptr<const config::snapshot> config;
   caf::actor maintainer;
   std::shared_ptr<pg::outage_log> outage;
-  bool rescuing = false, sweeping = false;
+  std::string worker_id;
+  bool rescuing = false, sweeping = false, taking_events = false;
   uint64_t generation = 0; // of the timers
   static inline const char* name = "maintenance";
 };
@@ -30,8 +31,9 @@ const config::worker_config& worker(self_ptr self) {
 }
 
 void arm(self_ptr self, duty d) {
-  auto every = d == duty::rescue ? worker(self).rescue_interval()
-                                 : worker(self).stuck_sweep_interval();
+  auto every = d == duty::rescue  ? worker(self).rescue_interval()
+               : d == duty::sweep ? worker(self).stuck_sweep_interval()
+                                  : worker(self).heartbeat_interval();
   self->delayed_send(self, every, tick_atom::value, static_cast<int>(d), self->state.generation);
 }
 
@@ -90,33 +92,74 @@ void sweep(self_ptr self) {
       });
 }
 
-caf::behavior maintenance(self_ptr self, std::shared_ptr<const config::snapshot> cfg,
-                          caf::actor maintainer, std::shared_ptr<pg::outage_log> outage) {
+/// Logs the provider events no worker has logged yet (each is logged by
+/// exactly one worker of the cluster).
+void take_events(self_ptr self) {
   auto& st = self->state;
+  if (st.taking_events || st.config->providers.empty())
+    return;
+  st.taking_events = true;
+  self
+    ->request(st.maintainer, caf::duration{db_budget(worker(self))}, events_atom::value,
+              st.worker_id)
+    .then(
+      [=](const std::vector<store::provider_event>& events) {
+        self->state.taking_events = false;
+        for (auto& e : events) {
+          bool bad = e.kind == "breaker_opened" || e.kind == "quota_exhausted"
+                     || e.kind == "quota_warning" || e.kind == "paused";
+          if (bad)
+            spdlog::warn("{} ({}): {}", e.kind, e.provider, e.message);
+          else
+            spdlog::info("{} ({}): {}", e.kind, e.provider, e.message);
+        }
+      },
+      [=](const caf::error& e) {
+        self->state.taking_events = false;
+        if (!self->state.outage->down())
+          spdlog::warn("reading provider events failed: {}", self->system().render(e));
+      });
+}
+
+caf::behavior maintenance(self_ptr self, std::shared_ptr<const config::snapshot> cfg,
+                          caf::actor maintainer, std::shared_ptr<pg::outage_log> outage,
+                          std::string worker_id) {
+  auto& st = self->state;
+  st.worker_id = std::move(worker_id);
   st.config = std::move(cfg);
   st.maintainer = std::move(maintainer);
   st.outage = std::move(outage);
   arm(self, duty::rescue);
   arm(self, duty::sweep);
+  arm(self, duty::events);
   return {
     [=](tick_atom, int d, uint64_t generation) {
       if (generation != self->state.generation)
         return;
-      if (static_cast<duty>(d) == duty::rescue)
-        rescue(self);
-      else
-        sweep(self);
+      switch (static_cast<duty>(d)) {
+        case duty::rescue:
+          rescue(self);
+          break;
+        case duty::sweep:
+          sweep(self);
+          break;
+        case duty::events:
+          take_events(self);
+          break;
+      }
       arm(self, static_cast<duty>(d));
     },
     [=](config_atom, std::shared_ptr<const config::snapshot>& next) {
       auto& s = self->state;
       bool rearm = next->worker.rescue_interval() != worker(self).rescue_interval()
-                   || next->worker.stuck_sweep_interval() != worker(self).stuck_sweep_interval();
+                   || next->worker.stuck_sweep_interval() != worker(self).stuck_sweep_interval()
+                   || next->worker.heartbeat_interval() != worker(self).heartbeat_interval();
       s.config = std::move(next);
       if (rearm) {
         ++s.generation;
         arm(self, duty::rescue);
         arm(self, duty::sweep);
+        arm(self, duty::events);
       }
     },
   };
@@ -126,9 +169,10 @@ caf::behavior maintenance(self_ptr self, std::shared_ptr<const config::snapshot>
 
 caf::actor spawn_maintenance(caf::local_actor* parent,
                              std::shared_ptr<const config::snapshot> config,
-                             caf::actor maintainer, std::shared_ptr<pg::outage_log> outage) {
+                             caf::actor maintainer, std::shared_ptr<pg::outage_log> outage,
+                             std::string worker_id) {
   return parent->spawn<caf::linked>(maintenance, std::move(config), std::move(maintainer),
-                                    std::move(outage));
+                                    std::move(outage), std::move(worker_id));
 }
 
 } // namespace spool::actors

@@ -1,8 +1,10 @@
 #pragma once
 // Maintenance duties, each on its own timer: the lease rescuer (returns the
-// runs of workers that stopped heartbeating) and the stuck-job sweep (runs
-// far past their timeout, work waiting too long to start). Both run in the
-// database through the maintainer actor and only log what they did.
+// runs of workers that stopped heartbeating), the stuck-job sweep (runs far
+// past their timeout, work waiting too long to start) and the provider
+// events (breaker, pause and quota changes, each logged by one worker of
+// the cluster, every heartbeat interval). All run in the database through
+// the maintainer actor and only log what they did.
 //
 // Accepts: (config_atom, snapshot) — new intervals apply from the next
 //          round; the sweep uses the stages' current timeouts.
@@ -13,6 +15,7 @@
 #include <caf/fwd.hpp>
 
 #include <memory>
+#include <string>
 
 namespace spool::pg {
 class outage_log;
@@ -23,6 +26,7 @@ namespace spool::actors {
 /// Spawned linked to `parent`; `maintainer` is the database actor.
 caf::actor spawn_maintenance(caf::local_actor* parent,
                              std::shared_ptr<const config::snapshot> config,
-                             caf::actor maintainer, std::shared_ptr<pg::outage_log> outage);
+                             caf::actor maintainer, std::shared_ptr<pg::outage_log> outage,
+                             std::string worker_id);
 
 } // namespace spool::actors

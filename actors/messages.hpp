@@ -8,6 +8,7 @@
 #include "runtime/outcome.hpp"
 #include "runtime/store/config_store.hpp"
 #include "runtime/store/maintenance.hpp"
+#include "runtime/store/providers.hpp"
 #include "runtime/store/store.hpp"
 
 #include <caf/allowed_unsafe_message_type.hpp>
@@ -56,6 +57,9 @@ using pools_atom = caf::atom_constant<caf::atom("pools")>;
 using applied_atom = caf::atom_constant<caf::atom("applied")>;
 using stats_atom = caf::atom_constant<caf::atom("stats")>;
 using fetch_atom = caf::atom_constant<caf::atom("fetch")>;
+using sync_atom = caf::atom_constant<caf::atom("sync")>;
+using retry_atom = caf::atom_constant<caf::atom("retry")>;
+using events_atom = caf::atom_constant<caf::atom("events")>;
 
 /// How long to wait for a database actor's answer to a request that takes
 /// `calls` database calls: their client-side deadlines, and a margin.
@@ -66,10 +70,14 @@ inline std::chrono::milliseconds db_budget(const config::worker_config& w, int c
 
 // -- messages ------------------------------------------------------------------
 
-/// Runs claimed for one stage.
+/// Runs claimed for one stage, and whether its provider's limits held the
+/// claim back (then `wait`: when they may admit again; none: when a running
+/// call of the provider ends, which NOTIFYs).
 struct claim_batch {
   std::string stage;
   std::vector<store::claimed_run> runs;
+  std::string held_back;
+  std::optional<std::chrono::milliseconds> wait;
 };
 
 /// Outcomes to record in one round trip.
@@ -103,6 +111,9 @@ struct heartbeat_reply {
 /// while the database hung claims nothing nobody waits for.
 struct claim_request {
   std::string stage;
+  /// The stage's provider (empty: none) and its fallback (may be empty).
+  std::string provider;
+  std::string fallback;
   int limit = 0;
   std::string worker;
   std::chrono::milliseconds lease{0};
@@ -218,3 +229,4 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<spool::store::outcome_record>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(spool::store::held_claim)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::shared_ptr<const spool::config::snapshot>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(spool::store::stored_config)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<spool::store::provider_event>)

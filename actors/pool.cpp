@@ -53,6 +53,8 @@ struct pool_state {
   bool more = true;        // the queue may hold ready runs for this stage
   bool recheck = false;    // woken while a claim was in flight
   bool claim_queued = false;
+  std::string held_back; // why the provider's limits held the last claim back
+  bool retry_armed = false; // a (retry_atom) for a held-back claim is pending
   bool draining = false; // the worker stops
   bool retiring = false; // the stage left the configuration
   bool reported_drained = false;
@@ -227,7 +229,10 @@ void dispatch(self_ptr self, store::claimed_run run) {
   stage_job job;
   job.config = st.config;
   job.stage = st.stage;
-  job.executor = &st.stage->executor;
+  // Admitted by the fallback provider: its executor runs the call.
+  job.executor = !st.stage->fallback_provider.empty() && run.provider == st.stage->fallback_provider
+                   ? &st.stage->fallback_executor
+                   : &st.stage->executor;
   job.data_dir = st.opts.data_dir;
   job.timeout = timeout_of(*st.stage, run);
   job.run = std::move(run);
@@ -272,6 +277,8 @@ void maybe_claim(self_ptr self) {
   st.recheck = false;
   claim_request req;
   req.stage = st.opts.stage;
+  req.provider = st.stage->provider;
+  req.fallback = st.stage->fallback_provider;
   req.limit = n;
   req.worker = st.opts.worker_id;
   req.lease = worker(self).lease();
@@ -288,6 +295,21 @@ void maybe_claim(self_ptr self) {
         s.more = static_cast<int>(batch.runs.size()) == n;
         for (auto& run : batch.runs)
           dispatch(self, std::move(run));
+        if (!batch.held_back.empty()) {
+          // The provider's limits admit nothing more now: claim again when
+          // they may (a token, the end of a pause or cooldown, a new quota
+          // window), or when one of its calls ends (a NOTIFY wakes us).
+          s.more = false;
+          if (s.held_back != batch.held_back)
+            spdlog::debug("{}: provider limits hold claims back: {}", s.opts.stage,
+                          batch.held_back);
+          if (batch.wait && !s.retry_armed) {
+            s.retry_armed = true;
+            self->delayed_send(self, std::max(*batch.wait, std::chrono::milliseconds{1}),
+                               retry_atom::value);
+          }
+        }
+        s.held_back = std::move(batch.held_back);
         if (s.more || s.recheck) {
           s.more = true;
           maybe_claim(self);
@@ -415,6 +437,11 @@ caf::behavior pool(self_ptr self, caf::actor parent, std::shared_ptr<const confi
         self->send(s.opts.outcomes, record_atom::value, std::exchange(s.outgoing, {}));
     },
     [=](wakeup_atom) {
+      self->state.more = true;
+      maybe_claim(self);
+    },
+    [=](retry_atom) {
+      self->state.retry_armed = false;
       self->state.more = true;
       maybe_claim(self);
     },

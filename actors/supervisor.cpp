@@ -19,6 +19,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
+#include <utility>
 #include <map>
 
 namespace spool::actors {
@@ -41,6 +43,10 @@ struct supervisor_state {
   bool draining = false;
   bool finishing = false;
   bool checking_idle = false;
+  // Provider limits being written to the database, and what waits for it.
+  bool syncing = false;
+  std::shared_ptr<const config::snapshot> sync_target;
+  std::vector<std::function<void()>> after_sync;
   uint64_t progress_generation = 0; // of the progress log timer
   static inline const char* name = "supervisor";
 };
@@ -210,6 +216,50 @@ void log_progress(self_ptr self) {
 
 // -- configuration -------------------------------------------------------------------
 
+/// Writes the provider limits of `cfg` to the database (claims of a
+/// provider the database does not know fail), then runs `then`. While the
+/// database refuses, tries again every second; `then`s run in order.
+void after_providers_synced(self_ptr self, std::shared_ptr<const config::snapshot> cfg,
+                            std::function<void()> then) {
+  auto& st = self->state;
+  if (cfg->providers.empty() && !st.syncing) {
+    then();
+    return;
+  }
+  st.sync_target = std::move(cfg);
+  st.after_sync.push_back(std::move(then));
+  if (!st.syncing) {
+    st.syncing = true;
+    self->send(self, sync_atom::value);
+  }
+}
+
+void sync_providers(self_ptr self) {
+  auto& st = self->state;
+  auto target = st.sync_target;
+  self
+    ->request(st.maintainer, caf::duration{db_budget(worker(self))}, sync_atom::value,
+              config::providers_json(*target))
+    .then(
+      [=](bool) {
+        auto& s = self->state;
+        if (s.sync_target != target) { // a newer one came meanwhile
+          self->send(self, sync_atom::value);
+          return;
+        }
+        s.syncing = false;
+        for (auto& fn : std::exchange(s.after_sync, {}))
+          fn();
+      },
+      [=](const caf::error& e) {
+        if (!self->state.outage->down())
+          spdlog::warn("writing the provider limits failed (trying again in 1 s; their stages "
+                       "claim nothing until then): {}",
+                       self->system().render(e));
+        self->delayed_send(self, 1s, sync_atom::value);
+      });
+}
+
 int64_t now_us() {
   return std::chrono::duration_cast<std::chrono::microseconds>(
            std::chrono::system_clock::now().time_since_epoch())
@@ -275,22 +325,6 @@ void apply(self_ptr self, const config_update& u) {
                  u.reason, kept);
   spdlog::info("configuration_reloaded ({}): version {} -> {}: {}", u.reason, before->version,
                next->version, applied.empty() ? "no live change" : applied);
-  // Pools: the configured ones take the new settings (and drain when their
-  // stage left); new stages get a pool.
-  std::vector<caf::actor> told; // the pools that had a configuration before
-  for (auto it = st.pools.begin(); it != st.pools.end();) {
-    told.push_back(it->second);
-    if (next->stage(it->first) == nullptr) {
-      st.retiring.emplace(it->second.address(), it->second);
-      it = st.pools.erase(it);
-    } else {
-      ++it;
-    }
-  }
-  for (auto& stage : next->stages)
-    if (st.pools.count(stage.name) == 0)
-      add_pool(self, stage.name);
-  announce_pools(self);
   for (auto* a : {&st.outcomes, &st.leases, &st.maintenance})
     self->send(*a, config_atom::value, next);
   if (next->worker.db_call_timeout_s != before->worker.db_call_timeout_s) {
@@ -301,15 +335,37 @@ void apply(self_ptr self, const config_update& u) {
   if (next->worker.progress_log_interval() != before->worker.progress_log_interval())
     self->delayed_send(self, next->worker.progress_log_interval(), tick_atom::value,
                        ++st.progress_generation);
-  // Applied once every pool has it: the recorded time is after the last
-  // claim made under the old limits.
-  gather<bool>(
-    self, told, caf::duration{5s},
-    [=](std::vector<std::pair<caf::actor, bool>>) {
-      if (self->state.config == next) // else a newer one is on its way
-        record_applied(self, restart);
-    },
-    config_atom::value, next);
+  // Pools, once the database has the providers' limits: the configured
+  // ones take the new settings (and drain when their stage left); new
+  // stages get a pool.
+  after_providers_synced(self, next, [=] {
+    auto& s = self->state;
+    if (s.draining || s.finishing)
+      return;
+    std::vector<caf::actor> told; // the pools that had a configuration before
+    for (auto it = s.pools.begin(); it != s.pools.end();) {
+      told.push_back(it->second);
+      if (next->stage(it->first) == nullptr) {
+        s.retiring.emplace(it->second.address(), it->second);
+        it = s.pools.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    for (auto& stage : next->stages)
+      if (s.pools.count(stage.name) == 0)
+        add_pool(self, stage.name);
+    announce_pools(self);
+    // Applied once every pool has it: the recorded time is after the last
+    // claim made under the old limits.
+    gather<bool>(
+      self, told, caf::duration{5s},
+      [=](std::vector<std::pair<caf::actor, bool>>) {
+        if (self->state.config == next) // else a newer one is on its way
+          record_applied(self, restart);
+      },
+      config_atom::value, next);
+  });
 }
 
 void on_notice(self_ptr self, const notice& n) {
@@ -405,13 +461,18 @@ caf::behavior supervisor(self_ptr self, std::shared_ptr<const config::snapshot> 
   st.outcomes = spawn_outcome_writer(self, st.config, {st.opts.worker_id, st.recorder, st.outage});
   st.leases = spawn_lease_keeper(self, st.config,
                                  {st.opts.worker_id, st.heartbeater, st.outcomes, st.outage});
-  st.maintenance = spawn_maintenance(self, st.config, st.maintainer, st.outage);
+  st.maintenance = spawn_maintenance(self, st.config, st.maintainer, st.outage, st.opts.worker_id);
   st.source = spawn_config_source(self, {st.opts.config_source, st.opts.watch_config,
                                          st.stored_version, st.maintainer,
                                          caf::actor_cast<caf::actor>(self), st.outage});
-  for (auto& stage : st.config->stages)
-    add_pool(self, stage.name);
-  announce_pools(self);
+  after_providers_synced(self, st.config, [=] {
+    auto& s = self->state;
+    if (s.draining || s.finishing)
+      return;
+    for (auto& stage : s.config->stages)
+      add_pool(self, stage.name);
+    announce_pools(self);
+  });
   record_applied(self, {});
   st.listener = spawn_listener(self, db, caf::actor_cast<caf::actor>(self));
   announce_pools(self);
@@ -445,6 +506,7 @@ caf::behavior supervisor(self_ptr self, std::shared_ptr<const config::snapshot> 
                          generation);
     },
     [=](drain_atom) { drain(self); },
+    [=](sync_atom) { sync_providers(self); },
     [=](stop_atom) {
       auto& s = self->state;
       if (s.finishing)

@@ -148,6 +148,9 @@ int enqueue(const global_options& g, const enqueue_options& o);
 int task_show(const global_options& g, int64_t id, bool json);
 int set_priority(const global_options& g, int64_t id, const std::string& priority);
 int cancel(const global_options& g, int64_t id);
+/// Each provider's limits, calls in flight, tokens, quota, pause and
+/// breaker state, and its last events.
+int providers(const global_options& g, bool as_json);
 int status(const global_options& g, bool json);
 
 // -- spool run and spool demo ---------------------------------------------------------

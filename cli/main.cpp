@@ -135,6 +135,13 @@ void add_queue_commands(CLI::App& app, action& act, const global_options& g) {
   auto status_json = std::make_shared<bool>(false);
   st->add_flag("--json", *status_json, "Print JSON");
   on_run(st, act, [&g, status_json] { return status(g, *status_json); });
+
+  auto pr = app.add_subcommand("providers",
+                               "Each provider's limits and usage across all workers: calls in "
+                               "flight, tokens, quota, pause, breaker, last events");
+  auto providers_json = std::make_shared<bool>(false);
+  pr->add_flag("--json", *providers_json, "Print JSON");
+  on_run(pr, act, [&g, providers_json] { return providers(g, *providers_json); });
 }
 
 void add_run_command(CLI::App& app, action& act, const global_options& g) {

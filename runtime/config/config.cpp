@@ -1907,6 +1907,13 @@ std::string canonical_json(const snapshot& s) {
   return out;
 }
 
+std::string providers_json(const snapshot& s) {
+  auto doc = json::parse(canonical_json(s));
+  if (auto* p = doc.as_object().if_contains("providers"))
+    return json::serialize(*p);
+  return "[]";
+}
+
 std::string compute_version(const snapshot& s) {
   static constexpr char digits[] = "0123456789abcdef";
   auto h = fnv1a_64(canonical_json(s));

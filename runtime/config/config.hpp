@@ -537,6 +537,10 @@ load_result validate(const snapshot& s);
 /// Contains database_url: treat it as a secret.
 std::string canonical_json(const snapshot& s);
 
+/// The "providers" array of canonical_json(s): what the database keeps of
+/// the providers' limits (store::sync_providers).
+std::string providers_json(const snapshot& s);
+
 /// FNV-1a 64 of canonical_json(s), as 16 lowercase hex digits.
 std::string compute_version(const snapshot& s);
 
