@@ -247,6 +247,29 @@ TEST_CASE_METHOD(providers_fixture,
   CHECK(claim("kling", 1, {}, "s2").runs.size() == 1);
 }
 
+TEST_CASE_METHOD(providers_fixture, "cancelling a running call frees its slot at once",
+                 "[db][store][providers]") {
+  q.sync_providers(R"([{"name": "kling", "max_concurrent": 1,
+                         "breaker": {"consecutive_failures": 1, "failure_rate": 0,
+                                     "window": 20, "cooldown_s": 30, "probes": 1}}])");
+  enqueue_n(2);
+  auto got = claim("kling", 2);
+  REQUIRE(got.runs.size() == 1);
+  pg::connection listener{db.url()};
+  listener.listen("spool_wakeup");
+  REQUIRE(q.cancel(got.runs[0].task_id).size() == 1);
+  bool woken = test::eventually([&] {
+    listener.wait_readable(50ms);
+    for (auto& n : listener.drain_notifications())
+      if (n.payload == "s")
+        return true;
+    return false;
+  }, 5);
+  CHECK(woken);
+  CHECK(breaker("kling") == "closed");
+  CHECK(claim("kling", 2).runs.size() == 1);
+}
+
 // -- token bucket -----------------------------------------------------------------
 
 TEST_CASE_METHOD(providers_fixture, "the token bucket lets a burst through, then the rate",
