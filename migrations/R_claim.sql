@@ -14,12 +14,37 @@
 -- nearly empty must not turn a lookup into a scan of what it has grown to).
 -- The run's max_retries comes back with it: the retry limit is fixed when the
 -- task is enqueued, so a worker decides a failed attempt with the run's copy.
+--
+-- Providers. With p_provider (the stage's provider; NULL: none, and the
+-- claim is the plain one above) the claim admits only what the provider's
+-- limits allow now (spool_provider_admit, R_provider_admission.sql): it locks
+-- the provider rows (p_provider and p_fallback, in name order: two stages
+-- that fall back on each other's provider cannot deadlock), walks at most
+-- one run more than the admission allows (to learn whether runs remain),
+-- keeps the prefix whose quota units fit, and charges tokens and units. When
+-- the primary admits nothing because its breaker is open or half-open, or its
+-- quota is spent (also: too small for the next run), the same admission is
+-- made under p_fallback. Claimed runs carry the provider that admitted them
+-- (stage_runs.provider, units_charged; stage_attempts.provider). When the
+-- limits held the claim below p_limit while ready runs remained, one more row
+-- comes last, with run_id NULL: provider (the one the claim was made under),
+-- held_back (why: each limit that admits nothing more now, e.g. "rate 2/s
+-- (burst 4)", "max_concurrent 3 (3 running)", "quota spent until
+-- 2026-12-03 08:00:00+00 (...)", "paused until ... (...)", "breaker open
+-- until ..."; with a fallback tried, "<primary's>; fallback <name>: <its>")
+-- and wait_ms (how long until it may admit again: the longest wait among those
+-- limits, the next token, the end of a pause, a cooldown or a quota window;
+-- NULL when they wait only for running calls to end, whose outcomes NOTIFY
+-- spool_wakeup; with a fallback, the sooner of the two).
 DROP FUNCTION IF EXISTS spool_claim(TEXT, INTEGER, TEXT, BIGINT, BIGINT);
+DROP FUNCTION IF EXISTS spool_claim(TEXT, INTEGER, TEXT, BIGINT, BIGINT, TEXT, TEXT);
 CREATE FUNCTION spool_claim(p_stage TEXT, p_limit INTEGER, p_worker TEXT,
-                                       p_lease_ms BIGINT, p_token BIGINT)
+                            p_lease_ms BIGINT, p_token BIGINT,
+                            p_provider TEXT DEFAULT NULL, p_fallback TEXT DEFAULT NULL)
 RETURNS TABLE (run_id BIGINT, task_id BIGINT, stage TEXT, attempt INTEGER,
                failed_attempts INTEGER, lost_attempts INTEGER, snoozed_ms BIGINT,
-               max_retries INTEGER, channel_id TEXT, priority spool_priority, payload JSONB, inputs JSONB)
+               max_retries INTEGER, channel_id TEXT, priority spool_priority, payload JSONB,
+               inputs JSONB, provider TEXT, wait_ms BIGINT, held_back TEXT)
 LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $$
 DECLARE
@@ -30,6 +55,22 @@ DECLARE
   v_ids BIGINT[];
   v_new JSONB := '{}';
   v_drained BOOLEAN;
+  v_lim INTEGER := p_limit; -- runs to walk to
+  -- providers (NULL without p_provider)
+  v_now TIMESTAMPTZ;
+  v_a RECORD;               -- the primary's admission
+  v_f RECORD;               -- the fallback's (when v_fell)
+  v_fell BOOLEAN := false;
+  v_prov TEXT;              -- the provider the claim is made under
+  v_cand BIGINT[];          -- the runs walked to
+  v_t RECORD;               -- what of them is admitted (spool_provider_prefix)
+  v_units JSONB;            -- run id -> quota units charged
+  v_need FLOAT8;            -- units of the first run left out
+  v_primary_need FLOAT8;    -- the same, under the primary's quota
+  v_h RECORD;               -- admission after the claim: why not more
+  v_h1 RECORD;              -- the same for the primary, after a fallback
+  v_held TEXT;
+  v_wait BIGINT;
 BEGIN
   -- A claim lost in a server crash only puts the run back in the queue; the
   -- worker's later outcome is then refused by the fence (a re-claim by the
@@ -40,6 +81,24 @@ BEGIN
   IF EXISTS (SELECT 1 FROM stage_runs r
               WHERE r.stage = p_stage AND r.state = 'scheduled' AND r.ready_at <= now()) THEN
     PERFORM spool_promote(p_stage, 1000);
+  END IF;
+  IF p_provider IS NOT NULL THEN
+    IF p_fallback = p_provider THEN
+      p_fallback := NULL;
+    END IF;
+    PERFORM 1 FROM spool_providers s WHERE s.name IN (p_provider, p_fallback)
+      ORDER BY s.name FOR UPDATE;
+    v_now := clock_timestamp(); -- after the lock: what the last holder wrote is past
+    SELECT * INTO v_a FROM spool_provider_admit(p_provider, p_limit, v_now);
+    v_prov := p_provider;
+    IF v_a.n = 0 AND v_a.fallback_ok AND p_fallback IS NOT NULL THEN
+      SELECT * INTO v_f FROM spool_provider_admit(p_fallback, p_limit, v_now);
+      v_fell := true;
+      v_prov := p_fallback;
+      v_lim := least(p_limit, v_f.n + 1);
+    ELSE
+      v_lim := least(p_limit, v_a.n + 1);
+    END IF;
   END IF;
   v_hints := spool_fair_hints();
   -- Once a second, from the front: runs that landed behind a remembered head.
@@ -59,24 +118,24 @@ BEGIN
         SELECT r.id, r.priority, r.fair_round FROM stage_runs r
          WHERE r.stage = p_stage AND r.priority = 'high' AND r.state = 'ready'
            AND r.fair_round >= v_from[1]
-         ORDER BY r.fair_round, r.fair_seq LIMIT p_limit FOR UPDATE SKIP LOCKED) h
+         ORDER BY r.fair_round, r.fair_seq LIMIT v_lim FOR UPDATE SKIP LOCKED) h
       UNION ALL -- run in order, and only as far as the LIMIT below needs
       SELECT * FROM (
         SELECT r.id, r.priority, r.fair_round FROM stage_runs r
          WHERE r.stage = p_stage AND r.priority = 'normal' AND r.state = 'ready'
            AND r.fair_round >= v_from[2]
-         ORDER BY r.fair_round, r.fair_seq LIMIT p_limit FOR UPDATE SKIP LOCKED) n
+         ORDER BY r.fair_round, r.fair_seq LIMIT v_lim FOR UPDATE SKIP LOCKED) n
       UNION ALL
       SELECT * FROM (
         SELECT r.id, r.priority, r.fair_round FROM stage_runs r
          WHERE r.stage = p_stage AND r.priority = 'low' AND r.state = 'ready'
            AND r.fair_round >= v_from[3]
-         ORDER BY r.fair_round, r.fair_seq LIMIT p_limit FOR UPDATE SKIP LOCKED) l
-      LIMIT p_limit) p;
+         ORDER BY r.fair_round, r.fair_seq LIMIT v_lim FOR UPDATE SKIP LOCKED) l
+      LIMIT v_lim) p;
   -- Remember the heads that moved (most claims stay within a round).
   IF v_rescan OR v_heads[1] <> v_from[1] OR v_heads[2] <> v_from[2]
      OR v_heads[3] <> v_from[3] THEN
-    v_drained := coalesce(cardinality(v_ids), 0) < p_limit;
+    v_drained := coalesce(cardinality(v_ids), 0) < v_lim;
     FOR i IN REVERSE 3..1 LOOP
       IF v_heads[i] IS NOT NULL THEN
         v_drained := true; -- the priorities before this one were walked to the end
@@ -96,30 +155,98 @@ BEGIN
     END IF;
     PERFORM set_config('spool.fair_hints', (v_hints || v_new)::text, false);
   END IF;
-  IF v_ids IS NULL THEN
-    RETURN;
+  IF p_provider IS NOT NULL AND v_ids IS NOT NULL THEN
+    v_cand := v_ids;
+    IF NOT v_fell THEN
+      SELECT * INTO v_t FROM spool_provider_prefix(p_provider, v_cand, v_a.n, v_a.units_left);
+      IF v_t.ids IS NULL AND v_a.n > 0 AND p_fallback IS NOT NULL THEN
+        -- Admitted, but the quota is too small for the next run.
+        v_primary_need := v_t.next_units;
+        SELECT * INTO v_f FROM spool_provider_admit(p_fallback, p_limit, v_now);
+        v_fell := true;
+        v_prov := p_fallback;
+      END IF;
+    END IF;
+    IF v_fell THEN
+      SELECT * INTO v_t FROM spool_provider_prefix(p_fallback, v_cand, v_f.n, v_f.units_left);
+    END IF;
+    IF v_fell AND coalesce(v_primary_need, v_a.quota_need) IS NOT NULL THEN
+      -- The primary's quota cannot cover the next run: that is its exhaustion.
+      PERFORM spool_provider_quota_events(p_provider, v_a.window_start, v_a.window_end,
+                                          coalesce(v_primary_need, v_a.quota_need));
+    END IF;
+    v_ids := v_t.ids;
+    v_units := v_t.units;
+    v_need := v_t.next_units;
+    IF v_ids IS NOT NULL THEN
+      IF v_fell THEN
+        PERFORM spool_provider_charge(p_fallback, v_now, cardinality(v_ids), v_f.tokens,
+                                      v_t.total, v_f.window_start, v_f.window_end);
+      ELSE
+        PERFORM spool_provider_charge(p_provider, v_now, cardinality(v_ids), v_a.tokens,
+                                      v_t.total, v_a.window_start, v_a.window_end);
+      END IF;
+    END IF;
   END IF;
-  RETURN QUERY
-  WITH claimed AS (
-    UPDATE stage_runs r
-       SET state = 'running', attempt = r.attempt + 1, lease_owner = p_worker,
-           lease_token = p_token, lease_expires_at = now() + p_lease_ms * interval '1 millisecond',
-           claimed_at = now(), updated_at = now()
-     WHERE r.id = ANY (v_ids)
-    RETURNING r.id, r.task_id, r.stage, r.attempt, r.failed_attempts, r.lost_attempts,
-              r.snoozed_ms, r.max_retries, r.channel_id, r.priority, r.depends_on, r.fair_round, r.fair_seq
-  ), opened AS (
-    INSERT INTO stage_attempts (stage_run_id, task_id, stage, attempt, worker_id)
-    SELECT c.id, c.task_id, c.stage, c.attempt, p_worker FROM claimed c
-  )
-  SELECT c.id, c.task_id, c.stage, c.attempt, c.failed_attempts, c.lost_attempts,
-         c.snoozed_ms, c.max_retries, c.channel_id, c.priority, t.payload,
-         CASE WHEN cardinality(c.depends_on) = 0 THEN '{}'::jsonb ELSE
-           (SELECT coalesce(jsonb_object_agg(u.stage, u.output), '{}'::jsonb)
-              FROM stage_runs u
-             WHERE u.task_id = c.task_id AND u.stage = ANY (c.depends_on)
-               AND u.output IS NOT NULL)
-         END
-    FROM claimed c JOIN tasks t ON t.id = c.task_id
-   ORDER BY c.priority, c.fair_round, c.fair_seq;
+  IF v_ids IS NOT NULL THEN
+    RETURN QUERY
+    WITH claimed AS (
+      UPDATE stage_runs r
+         SET state = 'running', attempt = r.attempt + 1, lease_owner = p_worker,
+             lease_token = p_token, lease_expires_at = now() + p_lease_ms * interval '1 millisecond',
+             claimed_at = now(), updated_at = now(),
+             provider = v_prov, units_charged = (v_units ->> r.id::text)::float8
+       WHERE r.id = ANY (v_ids)
+      RETURNING r.id, r.task_id, r.stage, r.attempt, r.failed_attempts, r.lost_attempts,
+                r.snoozed_ms, r.max_retries, r.channel_id, r.priority, r.depends_on, r.fair_round,
+                r.fair_seq, r.provider
+    ), opened AS (
+      INSERT INTO stage_attempts (stage_run_id, task_id, stage, attempt, worker_id, provider)
+      SELECT c.id, c.task_id, c.stage, c.attempt, p_worker, c.provider FROM claimed c
+    )
+    SELECT c.id, c.task_id, c.stage, c.attempt, c.failed_attempts, c.lost_attempts,
+           c.snoozed_ms, c.max_retries, c.channel_id, c.priority, t.payload,
+           CASE WHEN cardinality(c.depends_on) = 0 THEN '{}'::jsonb ELSE
+             (SELECT coalesce(jsonb_object_agg(u.stage, u.output), '{}'::jsonb)
+                FROM stage_runs u
+               WHERE u.task_id = c.task_id AND u.stage = ANY (c.depends_on)
+                 AND u.output IS NOT NULL)
+           END,
+           c.provider, NULL::BIGINT, NULL::TEXT
+      FROM claimed c JOIN tasks t ON t.id = c.task_id
+     ORDER BY c.priority, c.fair_round, c.fair_seq;
+  END IF;
+
+  -- Held back by the provider while runs remained: say why, and for how long.
+  IF p_provider IS NOT NULL
+     AND coalesce(cardinality(v_ids), 0) < p_limit
+     AND coalesce(cardinality(v_cand), 0) > coalesce(cardinality(v_ids), 0) THEN
+    -- The same admission again, now that this claim is counted.
+    SELECT * INTO v_h FROM spool_provider_admit(v_prov, 1, v_now, v_need);
+    v_held := coalesce(v_h.reasons, 'provider limits');
+    v_wait := v_h.wait_ms;
+    IF v_h.quota_need IS NOT NULL THEN
+      PERFORM spool_provider_quota_events(v_prov, v_h.window_start, v_h.window_end,
+                                          v_h.quota_need);
+    END IF;
+    IF v_h.n = 0 AND v_h.wait_ms IS NULL THEN
+      PERFORM spool_provider_waiting(v_prov, p_stage);
+    END IF;
+    IF v_fell THEN
+      SELECT * INTO v_h1 FROM spool_provider_admit(p_provider, 1, v_now, v_primary_need);
+      v_held := coalesce(v_h1.reasons, 'provider limits') || '; fallback ' || p_fallback || ': '
+                || v_held;
+      v_wait := least(v_h1.wait_ms, v_wait);
+      IF v_h1.quota_need IS NOT NULL THEN
+        PERFORM spool_provider_quota_events(p_provider, v_h1.window_start, v_h1.window_end,
+                                            v_h1.quota_need);
+      END IF;
+      IF v_h1.n = 0 AND v_h1.wait_ms IS NULL THEN
+        PERFORM spool_provider_waiting(p_provider, p_stage);
+      END IF;
+    END IF;
+    RETURN QUERY SELECT NULL::BIGINT, NULL::BIGINT, p_stage, NULL::INTEGER, NULL::INTEGER,
+                        NULL::INTEGER, NULL::BIGINT, NULL::INTEGER, NULL::TEXT,
+                        NULL::spool_priority, NULL::JSONB, NULL::JSONB, v_prov, v_wait, v_held;
+  END IF;
 END $$;

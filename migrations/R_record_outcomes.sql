@@ -20,6 +20,11 @@
 -- lock a task before its runs; racing an outcome of that task they can
 -- deadlock (rarely): the store retries.
 --
+-- Providers: outcomes of runs a provider admitted (stage_runs.provider) go to
+-- spool_provider_outcomes (R_provider_outcomes.sql) at the end: breaker,
+-- pauses, units a release gives back, wake-ups of stages waiting for a slot.
+-- Provider rows are locked last, in name order.
+--
 -- Cost: the runs, their attempts and their tasks are written by one
 -- statement; the rest (rejoining the queue, readying dependents, skipping
 -- what a failure left) runs only when the batch needs it. The fence compares
@@ -41,6 +46,9 @@ DECLARE
   v_res_stages TEXT[];         -- has runs left: their dependents may be ready
   v_failed_tasks BIGINT[];     -- tasks a required run failed
   v_ready BIGINT[];
+  -- accepted outcomes of runs a provider admitted
+  v_p_names TEXT[]; v_p_stages TEXT[]; v_p_kinds TEXT[]; v_p_classes TEXT[];
+  v_p_delays BIGINT[]; v_p_units FLOAT8[]; v_p_claimed TIMESTAMPTZ[];
 BEGIN
   WITH input AS (
     SELECT * FROM unnest(p_workers, p_runs, p_attempts, p_tokens, p_kinds, p_delays_ms,
@@ -87,7 +95,8 @@ BEGIN
     RETURNING r.id, r.task_id, r.stage, r.attempt, i.kind, r.state, r.optional, r.output,
               coalesce(i.cost, 0) AS cost, i.class,
               coalesce(r.error_message, i.message) AS message,
-              i.kind IN ('retry', 'lost', 'fail') AS counted, i.started_us, i.finished_us
+              i.kind IN ('retry', 'lost', 'fail') AS counted, i.started_us, i.finished_us,
+              r.provider, r.units_charged, r.claimed_at, i.delay_ms
   ), closed AS (
     UPDATE stage_attempts a SET
       started_at = CASE WHEN x.started_us > 0
@@ -150,10 +159,20 @@ BEGIN
   )
   -- Two one-row aggregates side by side (a join of applied and bookkept
   -- would be planned for one row each, and be quadratic).
-  SELECT a.ids, a.states, a.rejoin, b.res_tasks, b.res_stages, f.failed_tasks
-    INTO v_ids, v_states, v_rejoin, v_res_tasks, v_res_stages, v_failed_tasks
+  SELECT a.ids, a.states, a.rejoin, b.res_tasks, b.res_stages, f.failed_tasks,
+         a.p_names, a.p_stages, a.p_kinds, a.p_classes, a.p_delays, a.p_units, a.p_claimed
+    INTO v_ids, v_states, v_rejoin, v_res_tasks, v_res_stages, v_failed_tasks,
+         v_p_names, v_p_stages, v_p_kinds, v_p_classes, v_p_delays, v_p_units, v_p_claimed
     FROM (SELECT array_agg(x.id) AS ids, array_agg(x.state) AS states,
-                 array_agg(x.id ORDER BY x.id) FILTER (WHERE x.state = 'ready') AS rejoin
+                 array_agg(x.id ORDER BY x.id) FILTER (WHERE x.state = 'ready') AS rejoin,
+                 -- (one order for all seven: the rows' own)
+                 array_agg(x.provider) FILTER (WHERE x.provider IS NOT NULL) AS p_names,
+                 array_agg(x.stage) FILTER (WHERE x.provider IS NOT NULL) AS p_stages,
+                 array_agg(x.kind) FILTER (WHERE x.provider IS NOT NULL) AS p_kinds,
+                 array_agg(x.class) FILTER (WHERE x.provider IS NOT NULL) AS p_classes,
+                 array_agg(x.delay_ms) FILTER (WHERE x.provider IS NOT NULL) AS p_delays,
+                 array_agg(x.units_charged) FILTER (WHERE x.provider IS NOT NULL) AS p_units,
+                 array_agg(x.claimed_at) FILTER (WHERE x.provider IS NOT NULL) AS p_claimed
             FROM applied x) a,
          -- only tasks with runs left can have runs waiting for these
          (SELECT array_agg(k.id) AS res_tasks, array_agg(r.stage) AS res_stages
@@ -189,6 +208,12 @@ BEGIN
   IF v_failed_tasks IS NOT NULL THEN
     UPDATE stage_runs r SET state = 'skipped', updated_at = now(), finished_at = now()
      WHERE r.task_id = ANY (v_failed_tasks) AND r.state IN ('blocked', 'ready', 'scheduled');
+  END IF;
+
+  -- What the outcomes tell about the providers that admitted the runs.
+  IF v_p_names IS NOT NULL THEN
+    PERFORM spool_provider_outcomes(v_p_names, v_p_stages, v_p_kinds, v_p_classes, v_p_delays,
+                                    v_p_units, v_p_claimed);
   END IF;
 
   -- In input order; a refused run reports the state it is in.

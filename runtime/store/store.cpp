@@ -1,14 +1,13 @@
 #include "runtime/store/store.hpp"
 
+#include "runtime/store/store_detail.hpp"
+
 #include "runtime/logging.hpp"
 #include "runtime/pg/connection.hpp"
 
-#include <libpq-fe.h>
 #include <spdlog/spdlog.h>
 
 #include <atomic>
-#include <chrono>
-#include <thread>
 
 namespace spool::store {
 
@@ -32,6 +31,8 @@ std::optional<priority> parse_priority(std::string_view s) noexcept {
 }
 
 namespace {
+
+using detail::with_retry;
 
 std::string_view kind_name(record_kind k) {
   switch (k) {
@@ -69,29 +70,6 @@ std::string pipeline_json(const std::vector<pipeline_stage>& pipeline) {
   return out + "]";
 }
 
-/// Runs `fn` (one statement that is its own transaction) again when the
-/// server aborted it as a deadlock victim or a serialization failure: the
-/// transaction rolled back whole, so nothing of it was applied. Deadlocks
-/// cannot happen between claims and outcomes (see R_record_outcomes.sql); a cancel or a
-/// priority change racing an outcome of the same task can rarely meet one.
-/// Inside a caller's transaction it rethrows: that transaction is lost.
-template <class F>
-auto with_retry(pg::connection& conn, F&& fn) {
-  constexpr int attempts = 4;
-  for (int attempt = 1;; ++attempt) {
-    try {
-      return fn();
-    } catch (const pg::error& e) {
-      if (!e.retryable() || attempt == attempts || !conn.ok()
-          || PQtransactionStatus(conn.native()) != PQTRANS_IDLE)
-        throw;
-      spdlog::warn("{}: {} (retrying, attempt {} of {})", e.context(), e.message(),
-                   attempt + 1, attempts);
-      std::this_thread::sleep_for(std::chrono::milliseconds{2 * attempt});
-    }
-  }
-}
-
 std::vector<recorded> read_recorded(const pg::result& res) {
   std::vector<recorded> out;
   out.reserve(static_cast<size_t>(res.rows()));
@@ -101,6 +79,28 @@ std::vector<recorded> read_recorded(const pg::result& res) {
 }
 
 } // namespace
+
+namespace detail {
+
+claimed_run read_claimed(const pg::result& res, int i, int64_t token) {
+  claimed_run r;
+  r.run_id = res.i64(i, 0);
+  r.task_id = res.i64(i, 1);
+  r.stage = res.str(i, 2);
+  r.attempt = static_cast<int>(res.i64(i, 3));
+  r.lease_token = token;
+  r.failed_attempts = static_cast<int>(res.i64(i, 4));
+  r.lost_attempts = static_cast<int>(res.i64(i, 5));
+  r.snoozed = std::chrono::milliseconds{res.i64(i, 6)};
+  r.max_retries = static_cast<int>(res.i64(i, 7));
+  r.channel_id = res.str(i, 8);
+  r.priority = res.str(i, 9);
+  r.payload = res.str(i, 10);
+  r.inputs = res.str(i, 11);
+  return r;
+}
+
+} // namespace detail
 
 namespace {
 std::atomic<int64_t> last_token{0};
@@ -167,23 +167,8 @@ std::vector<claimed_run> store::claim(std::string_view stage, int limit,
   });
   std::vector<claimed_run> out;
   out.reserve(static_cast<size_t>(res.rows()));
-  for (int i = 0; i < res.rows(); ++i) {
-    claimed_run r;
-    r.run_id = res.i64(i, 0);
-    r.task_id = res.i64(i, 1);
-    r.stage = res.str(i, 2);
-    r.attempt = static_cast<int>(res.i64(i, 3));
-    r.lease_token = token;
-    r.failed_attempts = static_cast<int>(res.i64(i, 4));
-    r.lost_attempts = static_cast<int>(res.i64(i, 5));
-    r.snoozed = std::chrono::milliseconds{res.i64(i, 6)};
-    r.max_retries = static_cast<int>(res.i64(i, 7));
-    r.channel_id = res.str(i, 8);
-    r.priority = res.str(i, 9);
-    r.payload = res.str(i, 10);
-    r.inputs = res.str(i, 11);
-    out.push_back(std::move(r));
-  }
+  for (int i = 0; i < res.rows(); ++i)
+    out.push_back(detail::read_claimed(res, i, token));
   return out;
 }
 

@@ -76,7 +76,15 @@ struct claimed_run {
   std::string priority;
   std::string payload; // JSON object text
   std::string inputs;  // JSON object text: upstream stage -> its output
+  /// The provider whose limits admitted this claim (the stage's provider or
+  /// its fallback); empty for a claim without provider (claim()).
+  std::string provider;
 };
+
+// Provider limits (providers.hpp has these types and the contracts).
+struct claim_result;
+struct provider_event;
+struct provider_status;
 
 /// What became of one claimed run.
 enum class record_kind {
@@ -171,6 +179,31 @@ public:
                                  std::string_view worker,
                                  std::chrono::milliseconds lease,
                                  int64_t token = 0);
+
+  // -- providers (providers.cpp; the types are in providers.hpp) --
+
+  /// Like claim(), for a stage whose calls count against `provider`: claims
+  /// only what the provider's limits admit now (concurrency, token bucket,
+  /// quota, breaker, pause), across every worker; with `fallback` (may be
+  /// empty) the runs the primary cannot take because its breaker is open or
+  /// its quota is spent are claimed under the fallback. Says why and for how
+  /// long the limits held the claim back. An empty `provider` is claim().
+  claim_result claim_limited(std::string_view stage, int limit, std::string_view worker,
+                             std::chrono::milliseconds lease, std::string_view provider,
+                             std::string_view fallback = {}, int64_t token = 0);
+
+  /// Writes the limits of the providers in `providers_json` (the
+  /// configuration's "providers" array, defaults filled in; see
+  /// migrations/R_sync_providers.sql) and keeps their state; others are left
+  /// alone.
+  void sync_providers(const std::string& providers_json);
+
+  /// Provider events no worker has logged yet, marked as logged by `worker`:
+  /// each event reaches exactly one worker. Oldest first, at most `limit`.
+  std::vector<provider_event> take_provider_events(std::string_view worker, int limit = 100);
+
+  /// Every provider's limits and state now, for `spool providers`.
+  std::vector<provider_status> providers_status(int events = 5);
 
   /// Records many outcomes in one round trip; each is fenced by
   /// (worker, attempt, lease token). Results are in input order.
