@@ -6,7 +6,10 @@
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
+#include <caf/typed_response_promise.hpp>
 #include <spdlog/spdlog.h>
+
+#include <functional>
 
 namespace spool::actors {
 
@@ -94,10 +97,12 @@ void sweep(self_ptr self) {
 
 /// Logs the provider events no worker has logged yet (each is logged by
 /// exactly one worker of the cluster).
-void take_events(self_ptr self) {
+void take_events(self_ptr self, std::function<void()> done = [] {}) {
   auto& st = self->state;
-  if (st.taking_events || st.config->providers.empty())
+  if (st.taking_events || st.config->providers.empty()) {
+    done();
     return;
+  }
   st.taking_events = true;
   self
     ->request(st.maintainer, caf::duration{db_budget(worker(self))}, events_atom::value,
@@ -113,11 +118,13 @@ void take_events(self_ptr self) {
           else
             spdlog::info("{} ({}): {}", e.kind, e.provider, e.message);
         }
+        done();
       },
       [=](const caf::error& e) {
         self->state.taking_events = false;
         if (!self->state.outage->down())
           spdlog::warn("reading provider events failed: {}", self->system().render(e));
+        done();
       });
 }
 
@@ -148,6 +155,12 @@ caf::behavior maintenance(self_ptr self, std::shared_ptr<const config::snapshot>
           break;
       }
       arm(self, static_cast<duty>(d));
+    },
+    [=](events_atom) {
+      // The last round before the worker stops.
+      auto rp = self->make_response_promise<bool>();
+      take_events(self, [=]() mutable { rp.deliver(true); });
+      return rp;
     },
     [=](config_atom, std::shared_ptr<const config::snapshot>& next) {
       auto& s = self->state;

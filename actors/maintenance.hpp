@@ -8,6 +8,8 @@
 //
 // Accepts: (config_atom, snapshot) — new intervals apply from the next
 //          round; the sweep uses the stages' current timeouts.
+//          (events_atom) -> bool — logs the provider events waiting now
+//          (the last round before the worker stops).
 
 #include "runtime/config/config.hpp"
 

@@ -114,8 +114,12 @@ void finish(self_ptr self, bool clean) {
     quit();
     return;
   }
-  self->request(st.leases, caf::duration{3s}, stopped_atom::value)
-    .then([=](bool) { quit(); }, [=](const caf::error&) { quit(); });
+  auto stopped = [=] {
+    self->request(self->state.leases, caf::duration{3s}, stopped_atom::value)
+      .then([=](bool) { quit(); }, [=](const caf::error&) { quit(); });
+  };
+  self->request(st.maintenance, caf::duration{3s}, events_atom::value)
+    .then([=](bool) { stopped(); }, [=](const caf::error&) { stopped(); });
 }
 
 /// Once every pool drained: waits for the last outcomes to be recorded.
