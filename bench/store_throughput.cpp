@@ -39,6 +39,7 @@
 #include "bench/bench_support.hpp"
 #include "runtime/pg/connection.hpp"
 #include "runtime/store/store.hpp"
+#include "runtime/store/providers.hpp"
 #include "tests/support/test_db.hpp"
 
 #include <spdlog/spdlog.h>
@@ -423,10 +424,17 @@ spool_result bare_rate(const std::string& url, int credit, const options& opt, b
 
 // -- Spool ---------------------------------------------------------------------
 
-spool_result spool_rate(const std::string& url, int credit, const options& opt) {
+/// `provider`: every claim goes through the admission of a provider whose
+/// limits (cap, rate, quota, breaker) are never reached.
+spool_result spool_rate(const std::string& url, int credit, const options& opt,
+                        bool provider = false) {
   {
     pg::connection conn{url};
     store::store q{conn};
+    if (provider)
+      q.sync_providers(R"([{"name": "api", "max_concurrent": 100000,
+        "rate": {"per_s": 100000, "burst": 100000}, "daily_quota": {"units": 1e12},
+        "breaker": {"consecutive_failures": 1000}}])");
     for (int from = 0; from < opt.runs; from += 50'000) {
       std::vector<store::new_task> tasks(static_cast<size_t>(std::min(50'000, opt.runs - from)));
       for (size_t i = 0; i < tasks.size(); ++i)
@@ -436,10 +444,12 @@ spool_result spool_rate(const std::string& url, int credit, const options& opt) 
     conn.exec("VACUUM ANALYZE");
   }
   queue_ops ops;
-  ops.claim = [](pg::connection& c, const std::string& worker, int n) {
+  ops.claim = [provider](pg::connection& c, const std::string& worker, int n) {
     store::store q{c};
     std::vector<held> got;
-    for (auto& r : q.claim("s", n, worker, 60s))
+    auto runs = provider ? q.claim_limited("s", n, worker, 60s, "api").runs
+                         : q.claim("s", n, worker, 60s);
+    for (auto& r : runs)
       got.push_back({r.run_id, r.attempt, r.lease_token});
     return got;
   };
@@ -491,7 +501,8 @@ int main(int argc, char** argv) {
               opt.runs, opt.supervisors, async_claim ? "asynchronously" : "synchronously",
               opt.rounds);
   for (int credit : {10, 32}) {
-    std::vector<double> bare, ours, ratios, bare_cpu, our_cpu, cpu_ratios;
+    std::vector<double> bare, ours, ratios, bare_cpu, our_cpu, cpu_ratios, limited,
+      limited_ratios;
     for (int round = 0; round < opt.rounds; ++round) {
       test::fresh_database db;
       auto b = bare_rate(db.url(), credit, opt, async_claim);
@@ -511,12 +522,22 @@ int main(int argc, char** argv) {
                   s.claim_cpu_us, s.record_cpu_us, b.server_us, s.client_us, s.claim_calls,
                   s.claim_us, s.record_calls, opt.runs / s.record_calls, s.record_us, b.claim_us,
                   s.cpu, s.wal_per_run);
+      test::fresh_database db2;
+      auto p = spool_rate(db2.url(), credit, opt, true);
+      limited.push_back(p.rate);
+      limited_ratios.push_back(p.rate / s.rate);
+      std::printf("  credit %2d round %d: behind a provider never limiting %6.0f runs/s, %.2f "
+                  "of without\n",
+                  credit, round + 1, p.rate, p.rate / s.rate);
       std::fflush(stdout);
     }
     std::printf("credit %2d median: baseline %6.0f/s, spool %6.0f runs/s, ratio %.2f; "
                 "server cpu/run %.1f us vs %.1f us (x%.1f)\n",
                 credit, median(bare), median(ours), median(ratios), median(our_cpu),
                 median(bare_cpu), median(cpu_ratios));
+    std::printf("credit %2d median behind a provider: %6.0f runs/s, %.2f of without (goal >= "
+                "0.8)\n",
+                credit, median(limited), median(limited_ratios));
   }
   return bench::exit_status();
 }

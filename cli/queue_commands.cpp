@@ -84,16 +84,17 @@ void print_task(const json::object& t) {
   }
   auto& attempts = t.at("attempts").as_array();
   if (!attempts.empty()) {
-    std::printf("\n  %-12s %7s %-10s %8s  %s\n", "stage", "attempt", "outcome", "seconds",
-                "worker");
+    std::printf("\n  %-12s %7s %-10s %8s  %-12s %s\n", "stage", "attempt", "outcome", "seconds",
+                "provider", "worker");
     for (auto& av : attempts) {
       auto& a = av.as_object();
       char secs[32];
       std::snprintf(secs, sizeof secs, "%.2f", a.at("seconds").to_number<double>());
-      std::printf("  %-12s %7s %-10s %8s  %s\n", text_of(a.at("stage")).c_str(),
+      std::printf("  %-12s %7s %-10s %8s  %-12s %s\n", text_of(a.at("stage")).c_str(),
                   text_of(a.at("attempt")).c_str(),
                   a.at("outcome").is_null() ? "running" : text_of(a.at("outcome")).c_str(),
-                  secs, text_of(a.at("worker_id")).c_str());
+                  secs, a.at("provider").is_null() ? "-" : text_of(a.at("provider")).c_str(),
+                  text_of(a.at("worker_id")).c_str());
     }
   }
 }

@@ -212,13 +212,13 @@ std::optional<json::value> task_detail(pg::connection& conn, int64_t task_id) {
     "SELECT id, stage, state::text AS state, attempt, failed_attempts, max_retries, "
     "lost_attempts, max_lost, snoozed_ms, optional, "
     "array_to_json(depends_on) AS depends_on, deps_pending, ready_at, lease_owner, lease_expires_at, claimed_at, "
-    "output, error_class, error_message, cost::float8 AS cost, finished_at "
+    "output, error_class, error_message, cost::float8 AS cost, finished_at, provider "
     "FROM stage_runs WHERE task_id = $1 ORDER BY id",
     task_id);
   out["stage_runs"] = rows_json(runs);
   auto attempts = conn.query(
-    "SELECT a.stage, a.attempt, a.worker_id, a.started_at, a.finished_at, a.outcome, "
-    "a.error_class, a.error_message, a.cost::float8 AS cost, "
+    "SELECT a.stage, a.attempt, a.worker_id, a.provider, a.started_at, a.finished_at, "
+    "a.outcome, a.error_class, a.error_message, a.cost::float8 AS cost, "
     "extract(epoch FROM coalesce(a.finished_at, now()) - a.started_at)::float8 AS seconds "
     "FROM stage_attempts a JOIN stage_runs r ON r.id = a.stage_run_id "
     "WHERE r.task_id = $1 ORDER BY a.started_at, a.id",

@@ -4,6 +4,7 @@
 
 #include "tests/support/worker_fixture.hpp"
 
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <memory>
@@ -106,6 +107,14 @@ TEST_CASE_METHOD(worker_fixture, "a quota is used exactly, warned at 80 % once, 
     R"({"name": "images", "provider": "img", "max_concurrent": 4,
       "executor": {"latency": {"dist": "fixed", "ms": 10}}})");
   enqueue(cfg, 30, 3, R"({"images": 2})");
+  // Start early in a window (they begin at multiples of 8 s since the
+  // epoch), so that the first one fills before it ends.
+  auto now_s = std::chrono::duration<double>(
+                 std::chrono::system_clock::now().time_since_epoch())
+                 .count();
+  auto into = std::fmod(now_s, 8.0);
+  if (into > 1.0)
+    std::this_thread::sleep_for(std::chrono::duration<double>(8.0 - into + 0.2));
   auto ws = start(2, cfg, env, false);
   // 20 tasks fit the first window; the other 10 wait for the next one.
   REQUIRE(wait_for("SELECT count(*) FROM tasks WHERE state = 'completed'", 20));
