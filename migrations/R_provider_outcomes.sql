@@ -54,15 +54,37 @@ DECLARE
   v_woken TEXT[] := '{}';
 BEGIN
   FOR v_name IN SELECT DISTINCT x.name FROM unnest(p_providers) AS x(name) ORDER BY 1 LOOP
-    SELECT * INTO p FROM spool_providers s WHERE s.name = v_name FOR UPDATE;
+    -- The common case changes nothing: successes (or neutral ends) of a
+    -- provider whose breaker is closed with no failure counted and no rate
+    -- window, with no stage waiting for a slot. Then the row is not locked:
+    -- a lock here would be held through this transaction's synchronous
+    -- commit and make every claim of the provider wait for it. (A stage
+    -- that registers as waiting just after this read is woken by its own
+    -- next poll.)
+    SELECT * INTO p FROM spool_providers s WHERE s.name = v_name;
     CONTINUE WHEN NOT FOUND;
+    CONTINUE WHEN coalesce(p.breaker_state, 'closed') = 'closed'
+              AND p.consecutive_failures = 0
+              AND coalesce(p.breaker_failure_rate, 0) = 0
+              AND cardinality(p.waiting_stages) = 0
+              AND NOT EXISTS (
+                SELECT 1 FROM unnest(p_providers, p_kinds, p_classes, p_units)
+                                AS x(provider, kind, class, units)
+                 WHERE x.provider = v_name
+                   AND ((x.kind IN ('retry', 'fail')
+                         AND x.class IN ('transient', 'network', 'timeout'))
+                        OR (x.kind = 'snooze' AND x.class = 'rate_limited')
+                        OR (x.kind = 'release' AND x.units > 0)));
+    SELECT * INTO p FROM spool_providers s WHERE s.name = v_name FOR UPDATE;
     v_now := clock_timestamp();
     v_state := p.breaker_state;
     v_consec := p.consecutive_failures;
     v_recent := p.recent_failed;
     v_opened := p.opened_at;
     v_pause_ms := NULL;
-    v_wake := p.max_concurrent > 0 OR p.breaker_state = 'half_open';
+    -- Wake the stages waiting for a slot (they registered when a claim was
+    -- held back by running calls) and, half-open, the stages of the probes.
+    v_wake := cardinality(p.waiting_stages) > 0 OR p.breaker_state = 'half_open';
     FOR o IN SELECT x.stage, x.kind, x.class, x.delay_ms, x.units, x.claimed_at
                FROM unnest(p_providers, p_stages, p_kinds, p_classes, p_delays_ms, p_units,
                            p_claimed) WITH ORDINALITY
@@ -71,7 +93,9 @@ BEGIN
       IF p.breaker_consecutive IS NOT NULL THEN
         IF o.kind = 'ok' THEN
           v_consec := 0;
-          v_recent := v_recent || false;
+          IF p.breaker_failure_rate > 0 THEN
+            v_recent := v_recent || false;
+          END IF;
           IF v_state = 'half_open' THEN
             v_state := 'closed';
             v_opened := NULL;
