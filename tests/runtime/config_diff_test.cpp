@@ -7,36 +7,26 @@
 #include <set>
 #include <string>
 
-#include <boost/json.hpp>
 #include "tests/support/config_parse.hpp"
 
+#include <boost/json.hpp>
 #include <catch2/catch.hpp>
 
 using namespace spool::config;
 using spool::test::all_problems;
 using spool::test::parse_bad;
 using spool::test::parse_ok;
+using spool::test::render;
 using spool::test::seed_pipeline;
 using names = std::vector<std::string>;
 
 namespace {
-
-
-
 
 stage_config& stage_of(snapshot& s, std::string_view name) {
   auto it = std::find_if(s.stages.begin(), s.stages.end(),
                          [&](const auto& st) { return st.name == name; });
   REQUIRE(it != s.stages.end());
   return *it;
-}
-
-std::string render(const std::vector<change>& cs) {
-  std::string out;
-  for (const auto& c : cs)
-    out += c.key + ": " + c.before + " -> " + c.after + " ("
-           + std::string(to_string(c.effect)) + ")\n";
-  return out;
 }
 
 names keys_of(const std::vector<change>& cs) {

@@ -17,6 +17,7 @@ using namespace spool::config;
 using spool::test::all_problems;
 using spool::test::parse_bad;
 using spool::test::parse_ok;
+using spool::test::render;
 using names = std::vector<std::string>;
 
 namespace {
@@ -39,14 +40,6 @@ std::string file(std::string_view providers, std::string_view stage = "") {
 /// braces) besides its name.
 std::string provider_file(std::string_view keys) {
   return file(R"([{"name": "p", )" + std::string(keys) + "}]");
-}
-
-std::string render(const std::vector<change>& cs) {
-  std::string out;
-  for (const auto& c : cs)
-    out += c.key + ": " + c.before + " -> " + c.after + " ("
-           + std::string(to_string(c.effect)) + ")\n";
-  return out;
 }
 
 provider_config& provider_of(snapshot& s, std::string_view name) {

@@ -55,6 +55,15 @@ inline config::load_result parse_bad(std::string_view text) {
   return r;
 }
 
+/// One line per change: "key: before -> after (effect)".
+inline std::string render(const std::vector<config::change>& cs) {
+  std::string out;
+  for (const auto& c : cs)
+    out += c.key + ": " + c.before + " -> " + c.after + " ("
+           + std::string(config::to_string(c.effect)) + ")\n";
+  return out;
+}
+
 /// The seed pipeline's stages with default settings.
 constexpr const char* seed_pipeline = R"({
   "stages": [
