@@ -177,6 +177,8 @@ struct pool_stats {
   int claiming = 0; // runs asked for by the claim in flight
   uint64_t ok = 0, failed = 0, retried = 0;
   bool retiring = false; // its stage left the configuration
+  /// Why its provider's limits held its last claim back; empty: they did not.
+  std::string held_back;
 };
 
 /// A configuration to apply, and where it came from.

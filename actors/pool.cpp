@@ -508,6 +508,7 @@ caf::behavior pool(self_ptr self, caf::actor parent, std::shared_ptr<const confi
       r.failed = s.failed;
       r.retried = s.retried;
       r.retiring = s.retiring;
+      r.held_back = s.held_back;
       return r;
     },
     [=](config_atom, std::shared_ptr<const config::snapshot>& next) {

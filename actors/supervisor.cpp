@@ -211,7 +211,8 @@ void log_progress(self_ptr self) {
           line += ", ";
         line += s.stage + " " + std::to_string(s.busy) + "/" + std::to_string(s.size) + " (ok "
                 + std::to_string(s.ok) + ", retried " + std::to_string(s.retried) + ", failed "
-                + std::to_string(s.failed) + (s.retiring ? ", leaving" : "") + ")";
+                + std::to_string(s.failed) + (s.retiring ? ", leaving" : "")
+                + (s.held_back.empty() ? "" : ", held back: " + s.held_back) + ")";
       }
       spdlog::info("in flight: {}", line);
     },
