@@ -157,7 +157,11 @@ BEGIN
   END IF;
   IF p_provider IS NOT NULL AND v_ids IS NOT NULL THEN
     v_cand := v_ids;
-    IF NOT v_fell THEN
+    IF NOT v_fell AND v_a.units_left IS NULL AND cardinality(v_cand) <= v_a.n THEN
+      -- No quota, and every run walked is admitted: nothing to pick.
+      SELECT v_cand AS ids, NULL::jsonb AS units, 0::float8 AS total, NULL::float8 AS next_units
+        INTO v_t;
+    ELSIF NOT v_fell THEN
       SELECT * INTO v_t FROM spool_provider_prefix(p_provider, v_cand, v_a.n, v_a.units_left);
       IF v_t.ids IS NULL AND v_a.n > 0 AND p_fallback IS NOT NULL THEN
         -- Admitted, but the quota is too small for the next run.

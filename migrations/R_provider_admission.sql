@@ -146,7 +146,11 @@ BEGIN
                      WHERE r.provider = p_name AND r.state = 'running');
     END IF;
     v_caps := v_caps || greatest(p.max_concurrent - v_running, 0);
-    v_whys := v_whys || format('max_concurrent %s (%s running)', p.max_concurrent, v_running);
+    -- Reasons are only read for a limit that binds (a cap below p_limit):
+    -- the common claim skips their formatting.
+    v_whys := v_whys || CASE WHEN p.max_concurrent - v_running < p_limit
+                             THEN format('max_concurrent %s (%s running)', p.max_concurrent,
+                                         v_running) END;
     v_waits := v_waits || NULL::bigint;
     v_fallback := v_fallback || false;
   END IF;
@@ -155,7 +159,8 @@ BEGIN
     tokens := least(p.rate_burst, p.tokens + p.rate_per_s
                     * greatest(0, extract(epoch FROM p_now - p.tokens_at)));
     v_caps := v_caps || floor(tokens)::bigint;
-    v_whys := v_whys || format('rate %s/s (burst %s)', p.rate_per_s, p.rate_burst);
+    v_whys := v_whys || CASE WHEN floor(tokens) < p_limit
+                             THEN format('rate %s/s (burst %s)', p.rate_per_s, p.rate_burst) END;
     v_waits := v_waits || ceil((1 - tokens) / p.rate_per_s * 1000)::bigint;
     v_fallback := v_fallback || false;
   END IF;
