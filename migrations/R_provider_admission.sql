@@ -210,6 +210,11 @@ CREATE OR REPLACE FUNCTION spool_provider_charge(p_name TEXT, p_now TIMESTAMPTZ,
                                                  p_units FLOAT8, p_window_start TIMESTAMPTZ,
                                                  p_window_end TIMESTAMPTZ)
 RETURNS VOID LANGUAGE plpgsql AS $$
+DECLARE
+  v_used FLOAT8;
+  v_warned BOOLEAN;
+  v_exhausted BOOLEAN;
+  v_quota FLOAT8;
 BEGIN
   IF p_tokens IS NOT NULL THEN
     UPDATE spool_providers s SET tokens = p_tokens - p_calls, tokens_at = p_now,
@@ -219,8 +224,16 @@ BEGIN
   IF p_window_start IS NOT NULL THEN
     INSERT INTO spool_provider_usage AS u (provider, window_start, units)
     VALUES (p_name, p_window_start, p_units)
-    ON CONFLICT (provider, window_start) DO UPDATE SET units = u.units + EXCLUDED.units;
-    PERFORM spool_provider_quota_events(p_name, p_window_start, p_window_end, NULL);
+    ON CONFLICT (provider, window_start) DO UPDATE SET units = u.units + EXCLUDED.units
+    RETURNING u.units, u.warned_80, u.exhausted_logged INTO v_used, v_warned, v_exhausted;
+    -- The events only when this charge may have crossed 80 % or 100 %.
+    IF NOT (v_warned AND v_exhausted) THEN
+      v_quota := (SELECT s.quota_units FROM spool_providers s WHERE s.name = p_name);
+      IF (NOT v_warned AND v_used >= 0.8 * v_quota - 1e-9)
+         OR (NOT v_exhausted AND v_used >= v_quota - 1e-9) THEN
+        PERFORM spool_provider_quota_events(p_name, p_window_start, p_window_end, NULL);
+      END IF;
+    END IF;
   END IF;
 END $$;
 
