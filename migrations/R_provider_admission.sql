@@ -308,6 +308,16 @@ BEGIN
     total := 0;
     RETURN;
   END IF;
+  IF coalesce(p.quota_units_field, '') = '' AND cardinality(p_ids) <= p_n
+     AND cardinality(p_ids) * p.quota_units_per_call <= p_units_left + 1e-9 THEN
+    -- Every call costs units_per_call and all of them fit: no payload to
+    -- read, no order to keep.
+    ids := p_ids;
+    units := (SELECT jsonb_object_agg(x.id::text, p.quota_units_per_call)
+                FROM unnest(p_ids) AS x(id));
+    total := cardinality(p_ids) * p.quota_units_per_call;
+    RETURN;
+  END IF;
   WITH c AS (
     SELECT r.id, spool_call_units(t.payload, p.quota_units_field, p.quota_units_per_call) AS u,
            row_number() OVER w AS k,
