@@ -144,7 +144,9 @@ caf::behavior config_source(self_ptr self, config_source_options opts) {
 } // namespace
 
 caf::actor spawn_config_source(caf::local_actor* parent, config_source_options opts) {
-  return parent->spawn<caf::linked>(config_source, std::move(opts));
+  // Detached: it reads the configuration file, a blocking call that stays
+  // off CAF's scheduler threads.
+  return parent->spawn<caf::detached + caf::linked>(config_source, std::move(opts));
 }
 
 } // namespace spool::actors

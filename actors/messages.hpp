@@ -68,6 +68,13 @@ inline std::chrono::milliseconds db_budget(const config::worker_config& w, int c
   return config::to_duration(w.db_call_timeout_s) * calls + 5s;
 }
 
+/// Now, in microseconds since the epoch (the worker's clock).
+inline int64_t epoch_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+           std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
+
 // -- messages ------------------------------------------------------------------
 
 /// Runs claimed for one stage, and whether its provider's limits held the

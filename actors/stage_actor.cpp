@@ -32,11 +32,6 @@ struct stage_state {
   static inline const char* name = "stage_actor";
 };
 
-int64_t now_us() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-           std::chrono::system_clock::now().time_since_epoch())
-    .count();
-}
 
 using self_ptr = caf::stateful_actor<stage_state>*;
 
@@ -46,7 +41,7 @@ void finish(self_ptr self, outcome result) {
     return;
   self->send(st.owner, done_atom::value,
              stage_result{st.job->run.run_id, st.job->run.attempt, st.job->run.lease_token,
-                          std::move(result), st.started_us, now_us()});
+                          std::move(result), st.started_us, epoch_us()});
   st.job.reset();
   st.command->reset();
   ++st.generation;
@@ -121,7 +116,7 @@ caf::behavior stage_actor(self_ptr self, caf::actor owner,
       if (st.job) // the supervisor never sends two; refuse rather than lose one
         throw std::logic_error("stage actor got a second job");
       st.job = std::move(j);
-      st.started_us = now_us();
+      st.started_us = epoch_us();
       ++st.generation;
       if (st.job->executor->kind == config::executor_kind::command)
         start_command(self, *st.job);

@@ -265,16 +265,11 @@ void sync_providers(self_ptr self) {
       });
 }
 
-int64_t now_us() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-           std::chrono::system_clock::now().time_since_epoch())
-    .count();
-}
 
 void record_applied(self_ptr self, std::vector<std::string> restart_pending) {
   auto& st = self->state;
   self->send(st.leases, applied_atom::value,
-             applied_config{st.opts.worker_id, st.config->version, st.stored_version, now_us(),
+             applied_config{st.opts.worker_id, st.config->version, st.stored_version, epoch_us(),
                             std::move(restart_pending)});
 }
 
