@@ -154,6 +154,8 @@ caf::behavior maintainer(db_self self, db_options db) {
             continue;
           ++r.rescued;
           r.failed += x.state == "failed";
+          if (r.rescued_runs.size() < 5)
+            r.rescued_runs.push_back(x.run_id);
         }
         return r;
       });

@@ -49,10 +49,16 @@ void rescue(self_ptr self) {
     .then(
       [=](const maintenance_report& r) {
         self->state.rescuing = false;
-        if (r.rescued > 0)
-          spdlog::warn("rescued {} run(s) whose worker stopped heartbeating ({} failed "
-                       "past their lost-lease limit)",
-                       r.rescued, r.failed);
+        if (r.rescued > 0) {
+          std::string runs;
+          for (auto id : r.rescued_runs)
+            runs += (runs.empty() ? "" : ", ") + std::to_string(id);
+          if (r.rescued > static_cast<int>(r.rescued_runs.size()))
+            runs += ", ...";
+          spdlog::warn("rescued {} run(s) whose worker stopped heartbeating (runs {}; {} "
+                       "failed past their lost-lease limit)",
+                       r.rescued, runs, r.failed);
+        }
       },
       [=](const caf::error& e) {
         self->state.rescuing = false;

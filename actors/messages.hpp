@@ -162,6 +162,7 @@ struct notice {
 /// Sent by the worker's maintenance actor after a rescue or stuck sweep.
 struct maintenance_report {
   int rescued = 0;        // runs returned to the queue (or failed) after lost leases
+  std::vector<int64_t> rescued_runs; // the first few of them, for the log
   int failed = 0;         // of those, runs past their lost-lease limit
   int stuck = 0;          // running runs the stuck sweep rescued
   int stale = 0;          // runs waiting to start for longer than a sweep interval
