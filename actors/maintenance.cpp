@@ -17,12 +17,35 @@ namespace {
 
 enum class duty : int { rescue, sweep, events };
 
+/// A condition the sweep sees every interval while it lasts (runs waiting
+/// past a sweep interval): said when it begins, again each time it doubles,
+/// and once when it ends, rather than at every sweep.
+struct episode {
+  int reported = 0;
+
+  /// Whether `n` is news worth a warning.
+  bool worsened(int n) {
+    if (n <= 0 || (reported > 0 && n < 2 * reported))
+      return false;
+    reported = n;
+    return true;
+  }
+  /// Whether the condition just ended.
+  bool cleared(int n) {
+    if (n > 0 || reported == 0)
+      return false;
+    reported = 0;
+    return true;
+  }
+};
+
 struct maintenance_state {
   std::shared_ptr<const config::snapshot> config;
   caf::actor maintainer;
   std::shared_ptr<pg::outage_log> outage;
   std::string worker_id;
   bool rescuing = false, sweeping = false, taking_events = false;
+  episode stale, stale_approval;
   uint64_t generation = 0; // of the timers
   static inline const char* name = "maintenance";
 };
@@ -85,14 +108,20 @@ void sweep(self_ptr self) {
           spdlog::warn("stuck-job sweep: rescued {} run(s) running far past their timeout "
                        "(counted as timed-out attempts)",
                        r.stuck);
-        if (r.stale > 0)
+        auto& st = self->state;
+        if (st.stale.worsened(r.stale))
           spdlog::warn("stuck-job sweep: {} run(s) have waited longer than a sweep "
                        "interval to start",
                        r.stale);
-        if (r.stale_approval > 0)
+        else if (st.stale.cleared(r.stale))
+          spdlog::info("stuck-job sweep: no run waits longer than a sweep interval any more");
+        if (st.stale_approval.worsened(r.stale_approval))
           spdlog::warn("stuck-job sweep: {} task(s) have awaited approval longer than a "
                        "sweep interval",
                        r.stale_approval);
+        else if (st.stale_approval.cleared(r.stale_approval))
+          spdlog::info("stuck-job sweep: no task awaits approval longer than a sweep "
+                       "interval any more");
       },
       [=](const caf::error& e) {
         self->state.sweeping = false;
