@@ -469,8 +469,26 @@ spool_result spool_rate(const std::string& url, int credit, const options& opt,
       refused += r.accepted ? 0 : 1;
     return refused;
   };
+  const char* profile = std::getenv("SPOOL_BENCH_PROFILE");
+  if (profile != nullptr && *profile == '1') {
+    pg::connection c{url};
+    c.exec("SELECT pg_stat_reset()");
+    c.exec("DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET track_functions = ''all''', "
+           "current_database()); END $$");
+  }
   auto out = drive(url, credit, opt, ops, "spool");
   pg::connection conn{url};
+  if (profile != nullptr && *profile == '1') {
+    conn.exec("SELECT pg_stat_force_next_flush()");
+    auto r = conn.exec("SELECT funcname, calls, round(self_time::numeric, 1), "
+                       "round(total_time::numeric, 1) FROM pg_stat_user_functions "
+                       "ORDER BY self_time DESC LIMIT 12");
+    std::printf("    profile (%s): function, calls, self ms, total ms\n",
+                provider ? "behind a provider" : "no provider");
+    for (int i = 0; i < r.rows(); ++i)
+      std::printf("      %-32s %8s %10s %10s\n", r.str(i, 0).c_str(), r.str(i, 1).c_str(),
+                  r.str(i, 2).c_str(), r.str(i, 3).c_str());
+  }
   auto completed = conn.exec("SELECT count(*) FROM tasks WHERE state = 'completed'").i64(0, 0);
   if (completed != opt.runs)
     bench::error("spool: %lld of %d tasks completed", static_cast<long long>(completed),
@@ -527,8 +545,11 @@ int main(int argc, char** argv) {
       limited.push_back(p.rate);
       limited_ratios.push_back(p.rate / s.rate);
       std::printf("  credit %2d round %d: behind a provider never limiting %6.0f runs/s, %.2f "
-                  "of without\n",
-                  credit, round + 1, p.rate, p.rate / s.rate);
+                  "of without | server cpu/run %4.1f us (claim %4.1f + record %4.1f) | %.0f "
+                  "claims of %.0f us, %.0f records of %.0f runs in %.0f us\n",
+                  credit, round + 1, p.rate, p.rate / s.rate, p.server_us, p.claim_cpu_us,
+                  p.record_cpu_us, p.claim_calls, p.claim_us, p.record_calls,
+                  opt.runs / p.record_calls, p.record_us);
       std::fflush(stdout);
     }
     std::printf("credit %2d median: baseline %6.0f/s, spool %6.0f runs/s, ratio %.2f; "

@@ -65,6 +65,7 @@ DECLARE
   v_cand BIGINT[];          -- the runs walked to
   v_t RECORD;               -- what of them is admitted (spool_provider_prefix)
   v_units JSONB;            -- run id -> quota units charged
+  v_each FLOAT8;            -- or the units of every run, when all cost the same
   v_need FLOAT8;            -- units of the first run left out
   v_primary_need FLOAT8;    -- the same, under the primary's quota
   v_h RECORD;               -- admission after the claim: why not more
@@ -157,9 +158,16 @@ BEGIN
   END IF;
   IF p_provider IS NOT NULL AND v_ids IS NOT NULL THEN
     v_cand := v_ids;
-    IF NOT v_fell AND v_a.units_left IS NULL AND cardinality(v_cand) <= v_a.n THEN
-      -- No quota, and every run walked is admitted: nothing to pick.
-      SELECT v_cand AS ids, NULL::jsonb AS units, 0::float8 AS total, NULL::float8 AS next_units
+    IF NOT v_fell AND cardinality(v_cand) <= v_a.n
+       AND (v_a.units_left IS NULL
+            OR cardinality(v_cand) * v_a.unit_each <= v_a.units_left + 1e-9) THEN
+      -- Every run walked is admitted, and without quota or with every call
+      -- costing units_per_call they all fit: nothing to pick, no payload to
+      -- read.
+      v_each := v_a.unit_each;
+      SELECT v_cand AS ids, NULL::jsonb AS units,
+             coalesce(cardinality(v_cand) * v_each, 0)::float8 AS total,
+             NULL::float8 AS next_units
         INTO v_t;
     ELSIF NOT v_fell THEN
       SELECT * INTO v_t FROM spool_provider_prefix(p_provider, v_cand, v_a.n, v_a.units_left);
@@ -185,10 +193,12 @@ BEGIN
     IF v_ids IS NOT NULL THEN
       IF v_fell THEN
         PERFORM spool_provider_charge(p_fallback, v_now, cardinality(v_ids), v_f.tokens,
-                                      v_t.total, v_f.window_start, v_f.window_end);
+                                      v_t.total, v_f.window_start, v_f.window_end,
+                                      v_f.running_base);
       ELSE
         PERFORM spool_provider_charge(p_provider, v_now, cardinality(v_ids), v_a.tokens,
-                                      v_t.total, v_a.window_start, v_a.window_end);
+                                      v_t.total, v_a.window_start, v_a.window_end,
+                                      v_a.running_base);
       END IF;
     END IF;
   END IF;
@@ -199,7 +209,8 @@ BEGIN
          SET state = 'running', attempt = r.attempt + 1, lease_owner = p_worker,
              lease_token = p_token, lease_expires_at = now() + p_lease_ms * interval '1 millisecond',
              claimed_at = now(), updated_at = now(),
-             provider = v_prov, units_charged = (v_units ->> r.id::text)::float8
+             provider = v_prov,
+             units_charged = coalesce((v_units ->> r.id::text)::float8, v_each)
        WHERE r.id = ANY (v_ids)
       RETURNING r.id, r.task_id, r.stage, r.attempt, r.failed_attempts, r.lost_attempts,
                 r.snoozed_ms, r.max_retries, r.channel_id, r.priority, r.depends_on, r.fair_round,

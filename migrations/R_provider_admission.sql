@@ -10,6 +10,8 @@
 DROP FUNCTION IF EXISTS spool_quota_window(FLOAT8, TIME, TEXT, TIMESTAMPTZ);
 DROP FUNCTION IF EXISTS spool_provider_admit(TEXT, INTEGER, TIMESTAMPTZ, FLOAT8);
 DROP FUNCTION IF EXISTS spool_provider_prefix(TEXT, BIGINT[], INTEGER, FLOAT8);
+DROP FUNCTION IF EXISTS spool_provider_charge(TEXT, TIMESTAMPTZ, INTEGER, FLOAT8, FLOAT8,
+  TIMESTAMPTZ, TIMESTAMPTZ);
 
 -- A timestamp as operators read it in held-back reasons and events: UTC, to
 -- the second (rounded up: "until" is never earlier than the instant).
@@ -77,48 +79,51 @@ $$;
 -- the breaker or the quota (a fallback provider may take the calls).
 -- tokens (NULL without rate) and units_left/window_* (NULL without quota)
 -- are what spool_provider_charge needs. quota_need: when the quota admits
--- nothing, the units it could not cover (else NULL).
+-- nothing, the units it could not cover (else NULL). unit_each: with a
+-- quota and no units_field, the units every call costs (else NULL).
+-- running_base (with max_concurrent): the calls in flight, or an upper bound
+-- on them, that spool_provider_charge adds the admitted calls to.
+-- Calls of p_name in flight, counted up to p_at_most (NULL: all).
+CREATE OR REPLACE FUNCTION spool_provider_running(p_name TEXT, p_at_most INTEGER)
+RETURNS BIGINT LANGUAGE sql STABLE AS $$
+  SELECT count(*) FROM (SELECT 1 FROM stage_runs r
+                         WHERE r.provider = p_name AND r.state = 'running'
+                         LIMIT p_at_most) x
+$$;
+
 CREATE OR REPLACE FUNCTION spool_provider_admit(
   p_name TEXT, p_limit INTEGER, p_now TIMESTAMPTZ, p_need FLOAT8 DEFAULT NULL,
   OUT n INTEGER, OUT tokens FLOAT8, OUT units_left FLOAT8, OUT window_start TIMESTAMPTZ,
   OUT window_end TIMESTAMPTZ, OUT reasons TEXT, OUT wait_ms BIGINT, OUT fallback_ok BOOLEAN,
-  OUT quota_need FLOAT8)
+  OUT quota_need FLOAT8, OUT unit_each FLOAT8, OUT running_base BIGINT)
 LANGUAGE plpgsql AS $$
 DECLARE
-  p spool_providers;
+  p RECORD;                 -- the provider's row and its counters
   v_running BIGINT;
-  v_caps BIGINT[] := '{}';
-  v_whys TEXT[] := '{}';
-  v_waits BIGINT[] := '{}';
-  v_fallback BOOLEAN[] := '{}';
+  -- each limit's cap (NULL: not configured, or not holding now)
+  c_pause BIGINT; c_breaker BIGINT; c_conc BIGINT; c_rate BIGINT; c_quota BIGINT;
   v_until TIMESTAMPTZ;
-  v_wstart TIMESTAMPTZ;
-  v_wend TIMESTAMPTZ;
   v_used FLOAT8;
   v_need FLOAT8;
 BEGIN
-  SELECT * INTO p FROM spool_providers s WHERE s.name = p_name;
+  SELECT s.*, c.tokens, c.tokens_at, c.inflight_bound INTO p
+    FROM spool_providers s LEFT JOIN spool_provider_counters c ON c.provider = s.name
+   WHERE s.name = p_name;
   IF NOT FOUND THEN
     RAISE EXCEPTION 'provider "%" is not configured in this database', p_name
       USING HINT = 'store::sync_providers writes the configured providers (a worker does at start)';
   END IF;
 
+  -- The caps first, as plain numbers: the common claim is held by none of
+  -- them and needs no reasons.
   IF p.paused_until > p_now THEN
-    v_caps := v_caps || 0::bigint;
-    v_whys := v_whys || format('paused until %s (%s)', spool_ts_text(p.paused_until),
-                               coalesce(p.pause_reason, 'no reason given'));
-    v_waits := v_waits || spool_ms_until(p.paused_until, p_now);
-    v_fallback := v_fallback || false;
+    c_pause := 0;
   END IF;
-
   IF p.breaker_consecutive IS NOT NULL THEN
     IF p.breaker_state = 'open' THEN
       v_until := p.opened_at + p.breaker_cooldown_s * interval '1 second';
       IF v_until > p_now THEN
-        v_caps := v_caps || 0::bigint;
-        v_whys := v_whys || format('breaker open until %s', spool_ts_text(v_until));
-        v_waits := v_waits || spool_ms_until(v_until, p_now);
-        v_fallback := v_fallback || true;
+        c_breaker := 0;
       ELSE
         UPDATE spool_providers s SET breaker_state = 'half_open', updated_at = now()
          WHERE s.name = p_name;
@@ -130,85 +135,99 @@ BEGIN
       END IF;
     END IF;
     IF p.breaker_state = 'half_open' THEN
-      v_running := (SELECT count(*) FROM stage_runs r
-                     WHERE r.provider = p_name AND r.state = 'running');
-      v_caps := v_caps || greatest(p.breaker_probes - v_running, 0);
-      v_whys := v_whys || format('breaker half-open (%s of %s probe calls running)',
-                                 v_running, p.breaker_probes);
-      v_waits := v_waits || NULL::bigint;
-      v_fallback := v_fallback || true;
+      v_running := spool_provider_running(p_name, greatest(p.breaker_probes, p.max_concurrent));
+      c_breaker := greatest(p.breaker_probes - v_running, 0);
     END IF;
   END IF;
-
   IF p.max_concurrent > 0 THEN
-    IF v_running IS NULL THEN
-      v_running := (SELECT count(*) FROM stage_runs r
-                     WHERE r.provider = p_name AND r.state = 'running');
+    -- Runs end without touching this row (an outcome must not queue behind
+    -- claims), so inflight_bound only grows between counts: each charge adds
+    -- its calls to it. While it leaves room for p_limit more, there is no
+    -- need to count; near the cap, count (at most max_concurrent rows) and
+    -- start the bound again from the count.
+    IF v_running IS NULL AND p.inflight_bound IS NOT NULL
+       AND p.inflight_bound + p_limit <= p.max_concurrent THEN
+      running_base := p.inflight_bound;
+      c_conc := p.max_concurrent - p.inflight_bound;
+    ELSE
+      IF v_running IS NULL THEN
+        v_running := spool_provider_running(p_name, p.max_concurrent);
+      END IF;
+      running_base := v_running;
+      c_conc := greatest(p.max_concurrent - v_running, 0);
     END IF;
-    v_caps := v_caps || greatest(p.max_concurrent - v_running, 0);
-    -- Reasons are only read for a limit that binds (a cap below p_limit):
-    -- the common claim skips their formatting.
-    v_whys := v_whys || CASE WHEN p.max_concurrent - v_running < p_limit
-                             THEN format('max_concurrent %s (%s running)', p.max_concurrent,
-                                         v_running) END;
-    v_waits := v_waits || NULL::bigint;
-    v_fallback := v_fallback || false;
   END IF;
-
   IF p.rate_per_s IS NOT NULL THEN
-    tokens := least(p.rate_burst, p.tokens + p.rate_per_s
-                    * greatest(0, extract(epoch FROM p_now - p.tokens_at)));
-    v_caps := v_caps || floor(tokens)::bigint;
-    v_whys := v_whys || CASE WHEN floor(tokens) < p_limit
-                             THEN format('rate %s/s (burst %s)', p.rate_per_s, p.rate_burst) END;
-    v_waits := v_waits || ceil((1 - tokens) / p.rate_per_s * 1000)::bigint;
-    v_fallback := v_fallback || false;
+    tokens := least(p.rate_burst, coalesce(p.tokens + p.rate_per_s
+                    * greatest(0, extract(epoch FROM p_now - p.tokens_at)), p.rate_burst));
+    c_rate := floor(tokens)::bigint;
   END IF;
-
   IF p.quota_units IS NOT NULL THEN
-    SELECT w.window_start, w.window_end INTO v_wstart, v_wend
+    SELECT w.window_start, w.window_end INTO window_start, window_end
       FROM spool_quota_window(p.quota_window_s, p.quota_reset_at, p.quota_time_zone, p_now) w;
     v_used := coalesce((SELECT u.units FROM spool_provider_usage u
-                         WHERE u.provider = p_name AND u.window_start = v_wstart), 0);
-    window_start := v_wstart;
-    window_end := v_wend;
+                         WHERE u.provider = p_name AND u.window_start = spool_provider_admit.window_start),
+                       0);
     units_left := p.quota_units - v_used;
+    IF p.quota_units_field = '' THEN
+      unit_each := p.quota_units_per_call;
+    END IF;
     v_need := coalesce(p_need, CASE WHEN p.quota_units_field = '' THEN p.quota_units_per_call
                                     ELSE 0 END);
     -- (1e-9: units added up as floats must not miss an exact fit)
     IF units_left <= 1e-9 OR units_left + 1e-9 < v_need THEN
-      v_caps := v_caps || 0::bigint;
-      v_whys := v_whys || format('quota spent until %s (%s of %s units used%s)',
-                                 spool_ts_text(v_wend), v_used, p.quota_units,
-                                 CASE WHEN v_need > 0 THEN format('; the next call needs %s', v_need)
-                                      ELSE '' END);
-      v_waits := v_waits || spool_ms_until(v_wend, p_now);
-      v_fallback := v_fallback || true;
+      c_quota := 0;
       quota_need := v_need;
     END IF;
   END IF;
-
-  n := least(p_limit, coalesce((SELECT min(c) FROM unnest(v_caps) c), p_limit));
+  n := least(p_limit, c_pause, c_breaker, c_conc, c_rate, c_quota); -- least() skips NULLs
   fallback_ok := false;
-  IF n < p_limit THEN
-    SELECT string_agg(x.why, '; ' ORDER BY x.ord),
-           CASE WHEN n = 0 THEN max(x.wait) END,
-           n = 0 AND bool_or(x.fb)
-      INTO reasons, wait_ms, fallback_ok
-      FROM unnest(v_caps, v_whys, v_waits, v_fallback) WITH ORDINALITY
-           AS x(cap, why, wait, fb, ord)
-     WHERE x.cap = n;
+  IF n >= p_limit THEN
+    RETURN;
   END IF;
+
+  -- Held below p_limit: every limit whose cap is n says why, in this order.
+  IF v_running >= greatest(p.max_concurrent, p.breaker_probes) THEN
+    v_running := spool_provider_running(p_name, NULL); -- the count stopped at the cap
+  END IF;
+  SELECT string_agg(x.why, '; ' ORDER BY x.ord),
+         CASE WHEN n = 0 THEN max(x.wait) END,
+         n = 0 AND bool_or(x.fb)
+    INTO reasons, wait_ms, fallback_ok
+    FROM (VALUES
+      (1, c_pause, format('paused until %s (%s)', spool_ts_text(p.paused_until),
+                          coalesce(p.pause_reason, 'no reason given')),
+       spool_ms_until(p.paused_until, p_now), false),
+      (2, c_breaker, CASE WHEN p.breaker_state = 'half_open'
+                          THEN format('breaker half-open (%s of %s probe calls running)',
+                                      v_running, p.breaker_probes)
+                          ELSE format('breaker open until %s', spool_ts_text(v_until)) END,
+       CASE WHEN p.breaker_state = 'half_open' THEN NULL
+            ELSE spool_ms_until(v_until, p_now) END, true),
+      (3, c_conc, format('max_concurrent %s (%s running)', p.max_concurrent, v_running),
+       NULL::bigint, false),
+      (4, c_rate, format('rate %s/s (burst %s)', p.rate_per_s, p.rate_burst),
+       ceil((1 - tokens) / p.rate_per_s * 1000)::bigint, false),
+      (5, c_quota, format('quota spent until %s (%s of %s units used%s)',
+                          spool_ts_text(window_end), v_used, p.quota_units,
+                          CASE WHEN v_need > 0 THEN format('; the next call needs %s', v_need)
+                               ELSE '' END),
+       spool_ms_until(window_end, p_now), true))
+      AS x(ord, cap, why, wait, fb)
+   WHERE x.cap = n;
 END $$;
 
 -- Counts for provider p_name the calls just admitted: takes p_calls tokens
--- (p_tokens: the bucket refilled to p_now; NULL without rate) and adds
+-- (p_tokens: the bucket refilled to p_now; NULL without rate), adds them to
+-- the bound on calls in flight (p_running_base: NULL without max_concurrent;
+-- spool_sync_providers forgets the bound when the cap changes) and adds
 -- p_units to the usage of the window starting at p_window_start (NULL
 -- without quota), with its 80% and 100% events.
 CREATE OR REPLACE FUNCTION spool_provider_charge(p_name TEXT, p_now TIMESTAMPTZ,
                                                  p_calls INTEGER, p_tokens FLOAT8,
                                                  p_units FLOAT8, p_window_start TIMESTAMPTZ,
-                                                 p_window_end TIMESTAMPTZ)
+                                                 p_window_end TIMESTAMPTZ,
+                                                 p_running_base BIGINT)
 RETURNS VOID LANGUAGE plpgsql AS $$
 DECLARE
   v_used FLOAT8;
@@ -216,16 +235,31 @@ DECLARE
   v_exhausted BOOLEAN;
   v_quota FLOAT8;
 BEGIN
-  IF p_tokens IS NOT NULL THEN
-    UPDATE spool_providers s SET tokens = p_tokens - p_calls, tokens_at = p_now,
-                                 updated_at = now()
-     WHERE s.name = p_name;
+  IF p_tokens IS NOT NULL OR p_running_base IS NOT NULL THEN
+    UPDATE spool_provider_counters c
+       SET tokens = CASE WHEN p_tokens IS NULL THEN c.tokens ELSE p_tokens - p_calls END,
+           tokens_at = CASE WHEN p_tokens IS NULL THEN c.tokens_at ELSE p_now END,
+           inflight_bound = p_running_base + p_calls
+     WHERE c.provider = p_name;
+    IF NOT FOUND THEN -- (spool_sync_providers writes the row with the provider's)
+      INSERT INTO spool_provider_counters (provider, tokens, tokens_at, inflight_bound)
+      VALUES (p_name, coalesce(p_tokens - p_calls, 0), p_now, p_running_base + p_calls)
+      ON CONFLICT (provider) DO NOTHING;
+    END IF;
   END IF;
   IF p_window_start IS NOT NULL THEN
-    INSERT INTO spool_provider_usage AS u (provider, window_start, units)
-    VALUES (p_name, p_window_start, p_units)
-    ON CONFLICT (provider, window_start) DO UPDATE SET units = u.units + EXCLUDED.units
+    -- The window's row exists but for the first claim of the window (an
+    -- update is cheaper than an insert that conflicts). The provider's row
+    -- lock, held by the caller, keeps two first claims from racing here.
+    UPDATE spool_provider_usage u SET units = u.units + p_units
+     WHERE u.provider = p_name AND u.window_start = p_window_start
     RETURNING u.units, u.warned_80, u.exhausted_logged INTO v_used, v_warned, v_exhausted;
+    IF NOT FOUND THEN
+      INSERT INTO spool_provider_usage AS u (provider, window_start, units)
+      VALUES (p_name, p_window_start, p_units)
+      ON CONFLICT (provider, window_start) DO UPDATE SET units = u.units + EXCLUDED.units
+      RETURNING u.units, u.warned_80, u.exhausted_logged INTO v_used, v_warned, v_exhausted;
+    END IF;
     -- The events only when this charge may have crossed 80 % or 100 %.
     IF NOT (v_warned AND v_exhausted) THEN
       v_quota := (SELECT s.quota_units FROM spool_providers s WHERE s.name = p_name);
@@ -306,16 +340,6 @@ BEGIN
              WHERE r.id = ANY (p_ids)
              ORDER BY r.priority, r.fair_round, r.fair_seq LIMIT p_n) c;
     total := 0;
-    RETURN;
-  END IF;
-  IF coalesce(p.quota_units_field, '') = '' AND cardinality(p_ids) <= p_n
-     AND cardinality(p_ids) * p.quota_units_per_call <= p_units_left + 1e-9 THEN
-    -- Every call costs units_per_call and all of them fit: no payload to
-    -- read, no order to keep.
-    ids := p_ids;
-    units := (SELECT jsonb_object_agg(x.id::text, p.quota_units_per_call)
-                FROM unnest(p_ids) AS x(id));
-    total := cardinality(p_ids) * p.quota_units_per_call;
     RETURN;
   END IF;
   WITH c AS (

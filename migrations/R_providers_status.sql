@@ -24,8 +24,9 @@ LANGUAGE sql STABLE AS $$
          s.breaker_failure_rate, s.breaker_window, s.breaker_cooldown_s, s.breaker_probes,
          (SELECT count(*) FROM stage_runs r WHERE r.provider = s.name AND r.state = 'running'),
          CASE WHEN s.rate_per_s IS NOT NULL THEN
-           least(s.rate_burst, s.tokens + s.rate_per_s
-                 * greatest(0, extract(epoch FROM clock_timestamp() - s.tokens_at))) END,
+           least(s.rate_burst, coalesce(c.tokens + s.rate_per_s
+                 * greatest(0, extract(epoch FROM clock_timestamp() - c.tokens_at)),
+                 s.rate_burst)) END,
          CASE WHEN s.quota_units IS NOT NULL THEN
            coalesce((SELECT u.units FROM spool_provider_usage u
                       WHERE u.provider = s.name AND u.window_start = w.window_start), 0) END,
@@ -47,6 +48,7 @@ LANGUAGE sql STABLE AS $$
                             WHERE v.provider = s.name ORDER BY v.id DESC LIMIT p_events) v),
                   '[]'::jsonb)
     FROM spool_providers s
+    LEFT JOIN spool_provider_counters c ON c.provider = s.name
     CROSS JOIN LATERAL spool_quota_window(s.quota_window_s, s.quota_reset_at, s.quota_time_zone,
                                           clock_timestamp()) w
    ORDER BY s.name

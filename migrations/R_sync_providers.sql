@@ -40,11 +40,35 @@ BEGIN
     END IF;
   END LOOP;
 
+  -- The listed providers' rows, locked in name order as claims lock them;
+  -- then their counters, from the limits before this change: the bucket
+  -- refilled under the old rate and clamped to the new burst (full when the
+  -- rate is new), the bound on calls in flight forgotten when the cap
+  -- changes (without a cap no claim keeps it).
+  PERFORM 1 FROM spool_providers s
+   WHERE s.name IN (SELECT x.v ->> 'name' FROM jsonb_array_elements(p) AS x(v))
+   ORDER BY s.name FOR UPDATE;
+  UPDATE spool_provider_counters c SET
+    tokens = CASE
+      WHEN n.burst IS NULL THEN 0
+      WHEN s.rate_per_s IS NULL THEN n.burst
+      ELSE least(n.burst, s.rate_burst,
+                 c.tokens + s.rate_per_s * greatest(0, extract(epoch FROM v_now - c.tokens_at)))
+      END,
+    tokens_at = v_now,
+    inflight_bound = CASE WHEN s.max_concurrent = n.max_concurrent THEN c.inflight_bound END
+    FROM spool_providers s,
+         (SELECT x.v ->> 'name' AS name,
+                 coalesce((x.v ->> 'max_concurrent')::integer, 0) AS max_concurrent,
+                 CASE WHEN x.v ? 'rate' THEN coalesce((x.v -> 'rate' ->> 'burst')::float8, 1)
+                 END AS burst
+            FROM jsonb_array_elements(p) AS x(v)) n
+   WHERE c.provider = s.name AND s.name = n.name;
+
   INSERT INTO spool_providers AS s (
     name, max_concurrent, rate_per_s, rate_burst, quota_units, quota_reset_at, quota_time_zone,
     quota_window_s, quota_units_per_call, quota_units_field, breaker_consecutive,
-    breaker_failure_rate, breaker_window, breaker_cooldown_s, breaker_probes,
-    tokens, tokens_at, updated_at)
+    breaker_failure_rate, breaker_window, breaker_cooldown_s, breaker_probes, updated_at)
   SELECT x.v ->> 'name',
          coalesce((x.v ->> 'max_concurrent')::integer, 0),
          (x.v -> 'rate' ->> 'per_s')::float8,
@@ -65,9 +89,7 @@ BEGIN
               THEN coalesce((x.v -> 'breaker' ->> 'cooldown_s')::float8, 30) END,
          CASE WHEN x.v ? 'breaker'
               THEN coalesce((x.v -> 'breaker' ->> 'probes')::integer, 1) END,
-         -- a new provider starts with a full bucket
-         coalesce((x.v -> 'rate' ->> 'burst')::float8, CASE WHEN x.v ? 'rate' THEN 1 ELSE 0 END),
-         v_now, now()
+         now()
     FROM jsonb_array_elements(p) AS x(v)
    ORDER BY x.v ->> 'name' -- rows locked in name order, as claims lock them
   ON CONFLICT (name) DO UPDATE SET
@@ -85,13 +107,6 @@ BEGIN
     breaker_window = EXCLUDED.breaker_window,
     breaker_cooldown_s = EXCLUDED.breaker_cooldown_s,
     breaker_probes = EXCLUDED.breaker_probes,
-    tokens = CASE
-      WHEN EXCLUDED.rate_burst IS NULL THEN 0
-      WHEN s.rate_per_s IS NULL THEN EXCLUDED.rate_burst
-      ELSE least(EXCLUDED.rate_burst, s.rate_burst,
-                 s.tokens + s.rate_per_s * greatest(0, extract(epoch FROM v_now - s.tokens_at)))
-      END,
-    tokens_at = v_now,
     breaker_state = CASE WHEN EXCLUDED.breaker_consecutive IS NULL THEN 'closed'
                          ELSE s.breaker_state END,
     consecutive_failures = CASE WHEN EXCLUDED.breaker_consecutive IS NULL THEN 0
@@ -102,6 +117,13 @@ BEGIN
       END,
     opened_at = CASE WHEN EXCLUDED.breaker_consecutive IS NULL THEN NULL ELSE s.opened_at END,
     updated_at = now();
+  -- a new provider starts with a full bucket
+  INSERT INTO spool_provider_counters (provider, tokens, tokens_at)
+  SELECT x.v ->> 'name',
+         coalesce((x.v -> 'rate' ->> 'burst')::float8, CASE WHEN x.v ? 'rate' THEN 1 ELSE 0 END),
+         v_now
+    FROM jsonb_array_elements(p) AS x(v)
+  ON CONFLICT (provider) DO NOTHING;
 
   DELETE FROM spool_provider_usage u WHERE u.window_start < now() - interval '35 days';
   DELETE FROM spool_provider_events v

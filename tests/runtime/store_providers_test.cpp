@@ -177,6 +177,42 @@ TEST_CASE_METHOD(providers_fixture,
 }
 
 TEST_CASE_METHOD(providers_fixture,
+                 "claims far below the cap skip counting, and the cap still holds exactly",
+                 "[db][store][providers]") {
+  q.sync_providers(R"([{"name": "kling", "max_concurrent": 10}])");
+  enqueue_n(30);
+  auto first = claim("kling", 4);
+  REQUIRE(first.runs.size() == 4);
+  for (auto& r : first.runs)
+    REQUIRE(finish(r, record_kind::ok).accepted);
+  // The bound on calls in flight is 4 though none runs: 4 more fit under it.
+  CHECK(claim("kling", 4).runs.size() == 4);
+  // 8 + 4 would pass the cap: the claim counts (4 running) and admits 4.
+  CHECK(claim("kling", 4).runs.size() == 4);
+  CHECK(running("kling") == 8);
+  auto last = claim("kling", 4);
+  CHECK(last.runs.size() == 2);
+  CHECK(starts_with(last.held_back, "max_concurrent 10 (10 running)"));
+  CHECK(claim("kling", 4).runs.empty());
+  CHECK(running("kling") == 10);
+
+  // A new cap forgets the bound: counted again, exact either way.
+  q.sync_providers(R"([{"name": "kling", "max_concurrent": 12}])");
+  CHECK(claim("kling", 4).runs.size() == 2);
+  CHECK(running("kling") == 12);
+  q.sync_providers(R"([{"name": "kling", "max_concurrent": 5}])");
+  auto held = claim("kling", 4);
+  CHECK(held.runs.empty());
+  CHECK(starts_with(held.held_back, "max_concurrent 5 (12 running)"));
+  // Without a cap nothing keeps the bound; a cap set again counts.
+  q.sync_providers(R"([{"name": "kling"}])");
+  CHECK(claim("kling", 4).runs.size() == 4);
+  q.sync_providers(R"([{"name": "kling", "max_concurrent": 17}])");
+  CHECK(claim("kling", 4).runs.size() == 1);
+  CHECK(running("kling") == 17);
+}
+
+TEST_CASE_METHOD(providers_fixture,
                  "slots come back when runs end or are rescued, and a rescue is no failure",
                  "[db][store][providers]") {
   q.sync_providers(R"([{"name": "kling", "max_concurrent": 2,
