@@ -9,17 +9,21 @@ CREATE OR REPLACE FUNCTION spool_enqueue(
 RETURNS TABLE (ord INTEGER, task_id BIGINT, created BOOLEAN)
 LANGUAGE plpgsql AS $$
 DECLARE
+  v_seq REGCLASS := pg_get_serial_sequence('tasks', 'id')::regclass;
   v_ords BIGINT[];
-  v_ids BIGINT[];
+  v_ids BIGINT[];             -- created tasks, in input order,
+  v_channels TEXT[];          -- with their channels
+  v_prios spool_priority[];   -- and priorities
   v_root_stages TEXT[];
   v_root_prios spool_priority[];
   v_root_channels TEXT[];
   v_rounds BIGINT[];
 BEGIN
   -- Ids are drawn up front so that each input row knows its task; a row whose
-  -- idempotency key exists already inserts nothing.
+  -- idempotency key exists already inserts nothing. What the runs need of a
+  -- task comes back in arrays: the statements below never read tasks again.
   WITH input AS (
-    SELECT i.*, nextval(pg_get_serial_sequence('tasks', 'id')) AS new_id
+    SELECT i.*, nextval(v_seq) AS new_id
       FROM unnest(p_clients, p_campaigns, p_channels, p_priorities, p_payloads,
                   p_keys, p_estimates)
            WITH ORDINALITY AS i(client_id, campaign_id, channel_id, priority, payload,
@@ -33,18 +37,19 @@ BEGIN
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING tasks.id
   )
-  SELECT array_agg(i.ord ORDER BY i.ord), array_agg(i.new_id ORDER BY i.ord)
-    INTO v_ords, v_ids
+  SELECT array_agg(i.ord ORDER BY i.ord), array_agg(i.new_id ORDER BY i.ord),
+         array_agg(i.channel_id ORDER BY i.ord),
+         array_agg(i.priority::spool_priority ORDER BY i.ord)
+    INTO v_ords, v_ids, v_channels, v_prios
     FROM input i WHERE i.new_id IN (SELECT id FROM inserted);
 
   IF v_ids IS NOT NULL THEN
     -- The roots (stages without inputs), in input order, and their places in
     -- the fair order.
-    SELECT array_agg(s.name ORDER BY n.pos, s.pos), array_agg(t.priority ORDER BY n.pos, s.pos),
-           array_agg(t.channel_id ORDER BY n.pos, s.pos)
+    SELECT array_agg(s.name ORDER BY n.pos, s.pos), array_agg(n.prio ORDER BY n.pos, s.pos),
+           array_agg(n.channel ORDER BY n.pos, s.pos)
       INTO v_root_stages, v_root_prios, v_root_channels
-      FROM unnest(v_ids) WITH ORDINALITY AS n(id, pos)
-      JOIN tasks t ON t.id = n.id
+      FROM unnest(v_prios, v_channels) WITH ORDINALITY AS n(prio, channel, pos)
       CROSS JOIN ROWS FROM (jsonb_to_recordset(p_pipeline) AS (name TEXT, after TEXT[]))
            WITH ORDINALITY AS s(name, after, pos)
      WHERE cardinality(coalesce(s.after, '{}')) = 0;
@@ -52,34 +57,35 @@ BEGIN
       v_rounds := spool_fair_rounds(v_root_stages, v_root_prios, v_root_channels);
     END IF;
 
+    -- Every run of every task; the k-th root run (in the order above) takes
+    -- the k-th round.
     WITH stages AS (
       SELECT s.name, coalesce(s.after, '{}') AS after, coalesce(s.optional, false) AS optional,
              coalesce(s.max_retries, 3) AS max_retries, coalesce(s.max_lost, 5) AS max_lost,
-             s.pos
+             s.pos,
+             -- roots before this one in the pipeline
+             count(*) FILTER (WHERE cardinality(coalesce(s.after, '{}')) = 0)
+               OVER (ORDER BY s.pos ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+               AS roots_before,
+             count(*) FILTER (WHERE cardinality(coalesce(s.after, '{}')) = 0) OVER () AS roots
         FROM ROWS FROM (jsonb_to_recordset(p_pipeline)
                AS (name TEXT, after TEXT[], optional BOOLEAN, max_retries INTEGER,
                    max_lost INTEGER))
              WITH ORDINALITY AS s(name, after, optional, max_retries, max_lost, pos)
-    ), runs AS (
-      SELECT t.id AS task_id, s.name AS stage, t.channel_id, t.priority, s.optional,
-             s.max_retries, s.max_lost, s.after, n.pos, s.pos AS stage_pos,
-             CASE WHEN cardinality(s.after) = 0
-                  THEN row_number() OVER (PARTITION BY cardinality(s.after) = 0
-                                          ORDER BY n.pos, s.pos) END AS root
-        FROM unnest(v_ids) WITH ORDINALITY AS n(id, pos)
-        JOIN tasks t ON t.id = n.id CROSS JOIN stages s
     )
     INSERT INTO stage_runs (task_id, stage, channel_id, priority, state, optional,
                             max_retries, max_lost, depends_on, deps_pending, ready_at,
                             fair_round, fair_seq)
-    SELECT r.task_id, r.stage, r.channel_id, r.priority,
-           CASE WHEN r.root IS NULL THEN 'blocked' ELSE 'ready' END::spool_run_state,
-           r.optional, r.max_retries, r.max_lost, r.after, cardinality(r.after),
-           CASE WHEN r.root IS NOT NULL THEN now() END, f.round,
-           CASE WHEN r.root IS NOT NULL THEN nextval('spool_fair_seq') END
-      FROM runs r
-      LEFT JOIN unnest(v_rounds) WITH ORDINALITY AS f(round, root) ON f.root = r.root
-     ORDER BY r.pos, r.stage_pos;
+    SELECT n.id, s.name, n.channel, n.prio,
+           CASE WHEN cardinality(s.after) > 0 THEN 'blocked' ELSE 'ready' END::spool_run_state,
+           s.optional, s.max_retries, s.max_lost, s.after, cardinality(s.after),
+           CASE WHEN cardinality(s.after) = 0 THEN now() END,
+           CASE WHEN cardinality(s.after) = 0
+                THEN v_rounds[(n.pos - 1) * s.roots + coalesce(s.roots_before, 0) + 1] END,
+           CASE WHEN cardinality(s.after) = 0 THEN nextval('spool_fair_seq') END
+      FROM unnest(v_ids, v_prios, v_channels) WITH ORDINALITY AS n(id, prio, channel, pos)
+      CROSS JOIN stages s
+     ORDER BY n.pos, s.pos;
 
     PERFORM pg_notify('spool_wakeup', s.stage)
        FROM (SELECT DISTINCT x.stage FROM unnest(v_root_stages) AS x(stage)) s;
