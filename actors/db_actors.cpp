@@ -1,6 +1,7 @@
 #include "actors/db_actors.hpp"
 
 #include "actors/messages.hpp"
+#include "actors/trace.hpp"
 #include "runtime/pg/outage.hpp"
 #include "runtime/pg/pool.hpp"
 #include "runtime/store/config_store.hpp"
@@ -81,15 +82,18 @@ caf::behavior claimer(db_self self, db_options db) {
     [=](claim_atom, const claim_request& req) -> caf::result<claim_batch> {
       if (std::chrono::steady_clock::now() > req.deadline)
         return caf::make_error(caf::sec::request_timeout, "claim request expired unsent");
+      trace_step("claim_sql", req.stage);
       return with_store(self, [&](store::store& q, pg::connection&) {
         claim_batch b;
         b.stage = req.stage;
         if (req.provider.empty()) {
           b.runs = q.claim(req.stage, req.limit, req.worker, req.lease, req.token);
+          trace_step("claim_sql_done", req.stage);
           return b;
         }
         auto r = q.claim_limited(req.stage, req.limit, req.worker, req.lease, req.provider,
                                  req.fallback, req.token);
+        trace_step("claim_sql_done", req.stage);
         b.runs = std::move(r.runs);
         b.held_back = std::move(r.held_back);
         b.wait = r.wait;
@@ -232,6 +236,7 @@ caf::behavior listener(caf::stateful_actor<listener_state>* self, db_options db,
           for (auto& n : st.conn->drain_notifications()) {
             if (n.channel == "spool_wakeup")
               if (auto p = st.pools.find(n.payload); p != st.pools.end()) {
+                trace_step("wakeup", n.payload);
                 self->send(p->second, wakeup_atom::value);
                 continue;
               }

@@ -1,6 +1,7 @@
 #include "actors/outcome_writer.hpp"
 
 #include "actors/messages.hpp"
+#include "actors/trace.hpp"
 #include "runtime/pg/outage.hpp"
 
 #include <caf/actor_system.hpp>
@@ -64,8 +65,10 @@ void flush(self_ptr self) {
     .then(
       [=](const recorded_batch& res) {
         auto& s = self->state;
-        s.recording.clear();
         s.backoff = 0ms;
+        for (auto& r : s.recording)
+          trace_step("recorded", r.run_id);
+        s.recording.clear();
         for (auto& r : res.results)
           if (!r.accepted && r.state != "unrecordable")
             spdlog::warn("outcome for run {} refused: this worker no longer holds it "

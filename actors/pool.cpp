@@ -2,6 +2,7 @@
 
 #include "actors/messages.hpp"
 #include "actors/stage_actor.hpp"
+#include "actors/trace.hpp"
 #include "runtime/config/retry.hpp"
 #include "runtime/exec/outcome_check.hpp"
 #include "runtime/pg/outage.hpp"
@@ -286,6 +287,7 @@ void maybe_claim(self_ptr self) {
   auto budget = db_budget(worker(self));
   req.deadline = steady::now() + budget;
   st.claim_token = req.token;
+  trace_step("claim", st.opts.stage);
   self->request(st.opts.claimer, caf::duration{budget}, claim_atom::value, std::move(req))
     .then(
       [=](claim_batch& batch) {
@@ -293,8 +295,10 @@ void maybe_claim(self_ptr self) {
         s.claiming = 0;
         s.claim_token = 0;
         s.more = static_cast<int>(batch.runs.size()) == n;
-        for (auto& run : batch.runs)
+        for (auto& run : batch.runs) {
+          trace_step("claimed", run.run_id);
           dispatch(self, std::move(run));
+        }
         if (!batch.held_back.empty()) {
           // The provider's limits admit nothing more now: claim again when
           // they may (a token, the end of a pause or cooldown, a new quota

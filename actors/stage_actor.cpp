@@ -1,6 +1,7 @@
 #include "actors/stage_actor.hpp"
 
 #include "actors/messages.hpp"
+#include "actors/trace.hpp"
 #include "runtime/exec/contract.hpp"
 #include "runtime/exec/from_config.hpp"
 
@@ -39,6 +40,7 @@ void finish(self_ptr self, outcome result) {
   auto& st = self->state;
   if (!st.job)
     return;
+  trace_step("result", st.job->run.run_id);
   self->send(st.owner, done_atom::value,
              stage_result{st.job->run.run_id, st.job->run.attempt, st.job->run.lease_token,
                           std::move(result), st.started_us, epoch_us()});
@@ -117,6 +119,7 @@ caf::behavior stage_actor(self_ptr self, caf::actor owner,
         throw std::logic_error("stage actor got a second job");
       st.job = std::move(j);
       st.started_us = epoch_us();
+      trace_step("start", st.job->run.run_id);
       ++st.generation;
       if (st.job->executor->kind == config::executor_kind::command)
         start_command(self, *st.job);

@@ -24,6 +24,9 @@
 #include <cstdlib>
 #include <csignal>
 #include <map>
+#include <sstream>
+#include <string>
+#include <vector>
 #include <thread>
 
 using namespace spool;
@@ -55,33 +58,37 @@ bool wait_count(pg::connection& conn, const std::string& sql, int64_t n,
   return true;
 }
 
-} // namespace
+/// One pass: a warm idle worker logging at `log_level`, `jobs` jobs enqueued
+/// 20 ms apart. What the bench reads afterwards.
+struct pass_result {
+  std::map<int64_t, std::pair<double, double>> sent; // task id -> (called, returned)
+  std::string log;                                   // the worker's output
+  bool ok = false;
+};
 
-int main(int argc, char** argv) {
-  int jobs = argc > 1 ? std::atoi(argv[1]) : 200;
-  test::fresh_database db;
+pass_result run_pass(const std::string& url, int jobs, const std::string& log_level) {
+  pass_result out;
   std::string json = "{";
   json += bench::bench_worker_json();
   json += R"(, "stages": [{"name": "a", "max_concurrent": 10,
       "executor": {"latency": {"dist": "fixed", "ms": 0}}}]})";
   auto cfg = test::temp_file(json);
-  test::spool_process worker{{"--log-level", "warn", "run", "--config", cfg},
-                             {{"SPOOL_DATABASE_URL", db.url()}}};
-  pg::connection conn{db.url()};
+  test::spool_process worker{{"--log-level", log_level, "run", "--config", cfg},
+                             {{"SPOOL_DATABASE_URL", url}}};
+  pg::connection conn{url};
   if (!wait_count(conn, "SELECT count(*) FROM workers", 1, 30s)) {
     bench::error("the worker did not register within 30 s:\n%s", worker.output().c_str());
-    return bench::exit_status();
+    return out;
   }
   std::this_thread::sleep_for(1s); // warm: connected, listening, idle
 
   store::store q{conn};
-  std::map<int64_t, std::pair<double, double>> sent; // task id -> (called, returned)
   for (int i = 0; i < jobs; ++i) {
     store::new_task t;
     t.channel_id = "ch" + std::to_string(i % 7);
     double called = epoch_s();
     auto id = q.enqueue({t}, {{"a", {}, false, 3}}).at(0).task_id;
-    sent[id] = {called, epoch_s()};
+    out.sent[id] = {called, epoch_s()};
     std::this_thread::sleep_for(20ms);
   }
   if (!wait_count(conn, "SELECT count(*) FROM stage_runs WHERE state = 'done'", jobs, 30s))
@@ -89,8 +96,98 @@ int main(int argc, char** argv) {
   worker.signal(SIGTERM);
   if (int code = worker.wait(30); code != 0)
     bench::error("worker exited %d:\n%s", code, worker.output().c_str());
+  out.log = worker.output();
   std::remove(cfg.c_str());
+  out.ok = true;
+  return out;
+}
 
+/// The "step <name> <key> <us>" lines of a worker's trace log
+/// (actors/trace.hpp), in order.
+struct step {
+  std::string name, key;
+  double at_s;
+};
+
+std::vector<step> read_steps(const std::string& log) {
+  std::vector<step> out;
+  std::istringstream in{log};
+  for (std::string line; std::getline(in, line);) {
+    auto p = line.find(" step ");
+    if (p == std::string::npos)
+      continue;
+    std::istringstream f{line.substr(p + 6)};
+    step s;
+    long long us = 0;
+    if (f >> s.name >> s.key >> us) {
+      s.at_s = static_cast<double>(us) / 1e6;
+      out.push_back(std::move(s));
+    }
+  }
+  return out;
+}
+
+/// Where each job's pickup time went, from a traced pass: for every run, the
+/// last stage-keyed step of each kind before the pool had the run.
+void print_breakdown(pg::connection& conn, const pass_result& pass) {
+  auto steps = read_steps(pass.log);
+  auto res = conn.exec("SELECT r.id, r.task_id, extract(epoch FROM r.claimed_at)::float8 "
+                       "FROM stage_runs r");
+  const char* names[] = {"wakeup", "claim", "claim_sql", "claim_sql_done", "claimed", "start"};
+  // (The NOTIFY may reach the worker before the enqueue's commit reaches the
+  // client: the first gap can be negative.)
+  const char* labels[] = {"  enqueue return -> NOTIFY at worker:", "  NOTIFY -> pool asks to claim:",
+                          "  pool asks -> claimer calls SQL:", "  the claim SQL call:",
+                          "  SQL returns -> pool has the run:", "  pool has it -> executor start:"};
+  std::vector<double> gaps[6], db_claim;
+  int complete = 0;
+  for (int i = 0; i < res.rows(); ++i) {
+    auto run = std::to_string(res.i64(i, 0));
+    auto sent = pass.sent.find(res.i64(i, 1));
+    if (sent == pass.sent.end())
+      continue;
+    // The run-keyed steps, then the stage-keyed ones just before "claimed".
+    double at[6] = {0, 0, 0, 0, 0, 0};
+    for (auto& s : steps) {
+      if (s.key == run && s.name == "claimed" && at[4] == 0)
+        at[4] = s.at_s;
+      if (s.key == run && s.name == "start" && at[5] == 0)
+        at[5] = s.at_s;
+    }
+    if (at[4] == 0 || at[5] == 0)
+      continue;
+    for (auto& s : steps)
+      for (int k = 0; k < 4; ++k)
+        if (s.key == "a" && s.name == names[k] && s.at_s <= at[4] && s.at_s > at[k])
+          at[k] = s.at_s;
+    if (at[0] < sent->second.first)
+      continue; // a wake-up from before this enqueue: the claim found the run otherwise
+    double prev = sent->second.second;
+    for (int k = 0; k < 6; ++k) {
+      gaps[k].push_back((at[k] - prev) * 1000.0);
+      prev = at[k];
+    }
+    db_claim.push_back((res.f64(i, 2) - sent->second.second) * 1000.0);
+    ++complete;
+  }
+  std::printf("where the time goes (a second pass of %zu jobs with the worker logging each "
+              "step at trace level, which costs a little; %d jobs traced end to end):\n",
+              pass.sent.size(), complete);
+  for (int k = 0; k < 6; ++k)
+    print_line(labels[k], gaps[k]);
+  print_line("  (enqueue return -> claim txn start)", db_claim);
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  int jobs = argc > 1 ? std::atoi(argv[1]) : 200;
+  test::fresh_database db;
+  auto pass = run_pass(db.url(), jobs, "warn");
+  if (!pass.ok)
+    return bench::exit_status();
+  pg::connection conn{db.url()};
+  auto& sent = pass.sent;
   auto res = conn.exec("SELECT a.task_id, extract(epoch FROM a.started_at)::float8, "
                        "extract(epoch FROM r.claimed_at)::float8 FROM stage_attempts a "
                        "JOIN stage_runs r ON r.id = a.stage_run_id WHERE a.attempt = 1");
@@ -121,5 +218,12 @@ int main(int argc, char** argv) {
   for (auto& [id, t] : sent)
     enqueue_ms.push_back((t.second - t.first) * 1000.0);
   print_line("  the enqueue call itself:", enqueue_ms);
+
+  test::fresh_database traced_db;
+  auto traced = run_pass(traced_db.url(), std::min(jobs, 60), "trace");
+  if (traced.ok) {
+    pg::connection tconn{traced_db.url()};
+    print_breakdown(tconn, traced);
+  }
   return bench::exit_status();
 }
