@@ -28,13 +28,19 @@ namespace {
 /// One connection, reconnected with backoff when the server went away.
 struct db_state {
   std::unique_ptr<pg::pool> pool;
+  /// Whether each new session first runs store::warm_up (the claimer and the
+  /// recorder: the first job after a start or a reconnect must not wait for
+  /// plans), and the connects() it last did so for.
+  bool warm_up = false;
+  std::size_t warmed_connects = 0;
   std::shared_ptr<pg::outage_log> outage;
   std::chrono::milliseconds call_timeout{0}; // live: db_call_timeout_s
 };
 
 using db_self = caf::stateful_actor<db_state>*;
 
-void init(db_self self, const db_options& db) {
+void init(db_self self, const db_options& db, bool warm_up = false) {
+  self->state.warm_up = warm_up;
   pg::pool_options o;
   o.size = 1;
   o.reconnect_timeout = 10s;
@@ -56,6 +62,16 @@ auto with_store(db_self self, F&& fn)
     auto conn = self->state.pool->acquire();
     conn->set_call_timeout(self->state.call_timeout);
     store::store q{*conn};
+    if (auto& st = self->state; st.warm_up && st.pool->connects() != st.warmed_connects) {
+      st.warmed_connects = st.pool->connects();
+      try {
+        q.warm_up();
+      } catch (const pg::error& e) {
+        if (e.connection_lost())
+          throw;
+        spdlog::debug("warming up a new database session: {}", e.what());
+      }
+    }
     auto out = fn(q, *conn);
     outage.succeeded();
     return out;
@@ -75,10 +91,18 @@ auto on_call_timeout(db_self self) {
   return [=](config_atom, int64_t ms) { self->state.call_timeout = std::chrono::milliseconds{ms}; };
 }
 
+/// (warm_atom): connects and warms the session up before the first call
+/// needs it.
+auto on_warm(db_self self) {
+  return [=](warm_atom) { with_store(self, [](store::store&, pg::connection&) { return true; }); };
+}
+
 caf::behavior claimer(db_self self, db_options db) {
-  init(self, db);
+  init(self, db, true);
+  self->send(self, warm_atom::value);
   return {
     on_call_timeout(self),
+    on_warm(self),
     [=](claim_atom, const claim_request& req) -> caf::result<claim_batch> {
       if (std::chrono::steady_clock::now() > req.deadline)
         return caf::make_error(caf::sec::request_timeout, "claim request expired unsent");
@@ -104,12 +128,17 @@ caf::behavior claimer(db_self self, db_options db) {
 }
 
 caf::behavior recorder(db_self self, db_options db) {
-  init(self, db);
+  init(self, db, true);
+  self->send(self, warm_atom::value);
   return {
     on_call_timeout(self),
+    on_warm(self),
     [=](record_atom, const std::string& worker, const outcome_batch& batch) {
+      trace_step("record_sql", batch.records.empty() ? 0 : batch.records.front().run_id);
       return with_store(self, [&](store::store& q, pg::connection&) {
-        return recorded_batch{q.record_isolating(worker, batch.records)};
+        auto out = recorded_batch{q.record_isolating(worker, batch.records)};
+        trace_step("record_sql_done", batch.records.empty() ? 0 : batch.records.front().run_id);
+        return out;
       });
     },
   };

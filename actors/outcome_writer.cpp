@@ -59,6 +59,7 @@ void flush(self_ptr self) {
   int calls = 2;
   for (size_t k = n; k > 1; k /= 2)
     calls += 2;
+  trace_step("record", st.recording.front().run_id);
   self
     ->request(st.opts.recorder, caf::duration{db_budget(w, calls)}, record_atom::value,
               st.opts.worker_id, outcome_batch{st.recording})
@@ -100,6 +101,7 @@ caf::behavior outcome_writer(self_ptr self, std::shared_ptr<const config::snapsh
   self->state.opts = std::move(opts);
   return {
     [=](record_atom, std::vector<store::outcome_record>& recs) {
+      trace_step("to_writer", recs.front().run_id);
       auto& st = self->state;
       if (st.pending.empty())
         st.pending = std::move(recs);

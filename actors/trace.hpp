@@ -10,8 +10,10 @@
 // wakeup (a NOTIFY for the stage reached the listener), claim (the pool asked
 // for runs), claim_sql / claim_sql_done (the claimer's call to the
 // database), claimed (the pool got the run), start (its stage actor started
-// the executor), result (the executor finished), recorded (the outcome is
-// committed). Costs one level check when trace is off.
+// the executor), result (the executor finished), to_writer (the outcome
+// reached the outcome writer), record (the writer sent a batch; key: its
+// first run), record_sql / record_sql_done (the recorder's call), recorded
+// (the outcome is committed). Costs one level check when trace is off.
 
 #include "actors/messages.hpp"
 

@@ -603,3 +603,23 @@ TEST_CASE_METHOD(queue_fixture,
   CHECK(q.heartbeat("w", 1h, held, got[1].lease_token).empty());
   CHECK(extended() == 2);
 }
+
+TEST_CASE_METHOD(queue_fixture,
+                 "warming a session up leaves no task, run, attempt or notification behind",
+                 "[db][store]") {
+  pg::connection listener{db.url()};
+  listener.listen("spool_wakeup");
+  listener.drain_notifications();
+  q.warm_up();
+  q.warm_up(); // as often as the session reconnects
+  for (const char* table : {"tasks", "stage_runs", "stage_attempts", "stage_fair_channels"})
+    CHECK(conn.exec(std::string{"SELECT count(*) FROM "} + table).i64(0, 0) == 0);
+  listener.wait_readable(200ms);
+  CHECK(listener.drain_notifications().empty());
+  // The session works as before: a real task goes through.
+  q.enqueue({store::new_task{"ch"}}, single_stage("s"));
+  auto got = q.claim("s", 5, "w", 30s);
+  REQUIRE(got.size() == 1);
+  CHECK(q.record("w", {ok(got[0])}).at(0).accepted);
+  CHECK(conn.exec("SELECT state::text FROM tasks").str(0, 0) == "completed");
+}
