@@ -16,6 +16,7 @@
 #include <string_view>
 #include <system_error>
 #include <thread>
+#include <optional>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
@@ -340,59 +341,112 @@ struct proc_entry {
   mark by = mark::token;
 };
 
-/// The processes other than this one that are in process group `pgid`
-/// (when > 0) or whose environment holds `entry` (see environ_has), and the
-/// dead ones outside the group (a dead process has no environment left; the
-/// caller tells by its parent whether it was one of them). Only processes
-/// started at or after `since` (boot ticks, less a second of slack) are
-/// considered: a job's processes cannot be older than the job.
-std::vector<proc_entry> find_processes(pid_t pgid, std::string_view entry,
-                                       bool prefix, unsigned long long since) {
+/// The processes of the machine as one round of the runner's loop sees them:
+/// /proc is read once (each process's stat) and an environment when first
+/// asked for, then kept. Every job stopped or drained in that round looks
+/// here, so a round in which a thousand programs end scans /proc once, not a
+/// thousand times.
+class proc_table {
+public:
+  bool taken() const noexcept { return taken_; }
+
+  /// Reads /proc now (every process but this one).
+  void take() {
+    clear();
+    taken_ = true;
+    DIR* dir = ::opendir("/proc");
+    if (!dir)
+      return;
+    pid_t self = ::getpid();
+    std::string buf;
+    while (dirent* d = ::readdir(dir)) {
+      if (d->d_name[0] < '1' || d->d_name[0] > '9')
+        continue;
+      char* end = nullptr;
+      long pid = std::strtol(d->d_name, &end, 10);
+      if (*end != '\0' || pid == self)
+        continue;
+      proc_stat st;
+      if (read_proc_stat(static_cast<pid_t>(pid), st, buf))
+        all_.emplace_back(static_cast<pid_t>(pid), st);
+    }
+    ::closedir(dir);
+  }
+
+  void clear() {
+    taken_ = false;
+    all_.clear();
+    environ_.clear();
+  }
+
+  const std::vector<std::pair<pid_t, proc_stat>>& all() const noexcept { return all_; }
+
+  /// The environment block of `pid`; nullptr when it cannot be read
+  /// (another user's process refuses the read: it is not ours to stop).
+  const std::string* environ_of(pid_t pid) {
+    auto [it, fresh] = environ_.try_emplace(pid);
+    if (fresh) {
+      char path[64];
+      std::snprintf(path, sizeof(path), "/proc/%d/environ", static_cast<int>(pid));
+      std::string buf;
+      // A process in the middle of execve() shows an empty environment for
+      // a moment (until the new image's is in place): look again a few times.
+      bool readable = read_proc_file(path, buf, 8u << 20);
+      for (int retry = 0; readable && buf.empty() && retry < 10; ++retry) {
+        std::this_thread::sleep_for(std::chrono::milliseconds{1});
+        readable = read_proc_file(path, buf, 8u << 20);
+      }
+      if (readable)
+        it->second = std::move(buf);
+    }
+    return it->second ? &*it->second : nullptr;
+  }
+
+private:
+  bool taken_ = false;
+  std::vector<std::pair<pid_t, proc_stat>> all_;
+  std::unordered_map<pid_t, std::optional<std::string>> environ_;
+};
+
+/// The processes of `table` that are in process group `pgid` (when > 0) or
+/// whose environment holds `entry` (see environ_has), and the dead ones
+/// outside the group (a dead process has no environment left; the caller
+/// tells by its parent whether it was one of them). Only processes started
+/// at or after `since` (boot ticks, less a second of slack) are considered:
+/// a job's processes cannot be older than the job. A process in one of
+/// `other_groups` (other jobs' process groups) is not asked for its
+/// environment: it is stopped with its own job's group.
+std::vector<proc_entry> find_processes(proc_table& table, pid_t pgid, std::string_view entry,
+                                       bool prefix, unsigned long long since,
+                                       const std::unordered_set<pid_t>* other_groups = nullptr) {
   std::vector<proc_entry> out;
-  DIR* dir = ::opendir("/proc");
-  if (!dir)
-    return out;
+  if (!table.taken())
+    table.take();
   static const unsigned long long slack = std::max(::sysconf(_SC_CLK_TCK), 1L);
   since = since > slack ? since - slack : 0;
-  pid_t self = ::getpid();
-  std::string buf;
-  char path[64];
-  while (dirent* d = ::readdir(dir)) {
-    if (d->d_name[0] < '1' || d->d_name[0] > '9')
-      continue;
-    char* end = nullptr;
-    long pid = std::strtol(d->d_name, &end, 10);
-    if (*end != '\0' || pid == self)
+  for (const auto& [pid, st] : table.all()) {
+    if (st.start_time < since)
       continue;
     proc_entry e;
-    e.pid = static_cast<pid_t>(pid);
-    if (!read_proc_stat(e.pid, e.st, buf) || e.st.start_time < since)
-      continue;
-    if (pgid > 0 && e.st.pgrp == pgid) {
+    e.pid = pid;
+    e.st = st;
+    if (pgid > 0 && st.pgrp == pgid) {
       e.by = proc_entry::mark::group;
       out.push_back(e);
       continue;
     }
-    if (e.st.dead()) {
+    if (st.dead()) {
       e.by = proc_entry::mark::zombie;
       out.push_back(e);
       continue;
     }
-    if (entry.empty() || e.st.kernel_thread())
+    if (entry.empty() || st.kernel_thread())
       continue;
-    std::snprintf(path, sizeof(path), "/proc/%ld/environ", pid);
-    // Another user's process refuses the read: it is not ours to stop. A
-    // process in the middle of execve() shows an empty environment for a
-    // moment (until the new image's is in place): look again a few times.
-    bool readable = read_proc_file(path, buf, 8u << 20);
-    for (int retry = 0; readable && buf.empty() && retry < 10; ++retry) {
-      std::this_thread::sleep_for(std::chrono::milliseconds{1});
-      readable = read_proc_file(path, buf, 8u << 20);
-    }
-    if (readable && environ_has(buf, entry, prefix))
+    if (other_groups != nullptr && other_groups->count(st.pgrp) != 0)
+      continue;
+    if (const auto* env = table.environ_of(pid); env != nullptr && environ_has(*env, entry, prefix))
       out.push_back(e);
   }
-  ::closedir(dir);
   return out;
 }
 
@@ -608,6 +662,10 @@ struct command_runner::impl {
   /// Unknown zombie children seen by the last orphan sweep.
   std::set<proc_key> zombies_seen;
   std::vector<pollfd> fds;
+  /// /proc as this round sees it (taken when first needed), and the
+  /// process groups of the jobs it knows.
+  proc_table procs;
+  std::unordered_set<pid_t> job_groups;
 
   std::thread thread;
 };
@@ -765,8 +823,18 @@ std::size_t command_runner::impl::signal_job(child& c, int sig) {
   if (!c.lost)
     ::kill(-c.pid, sig); // the whole group at once
   pid_t self = ::getpid();
-  auto found = find_processes(c.lost ? 0 : c.pid, c.token_entry, false,
-                              c.start_ticks);
+  if (!procs.taken()) {
+    // The other jobs' groups, as this round's table sees them.
+    job_groups.clear();
+    for (const auto& [_, other] : children)
+      if (!other->lost && other->pid > 0)
+        job_groups.insert(other->pid);
+  }
+  job_groups.erase(c.pid);
+  auto found = find_processes(procs, c.lost ? 0 : c.pid, c.token_entry, false, c.start_ticks,
+                              &job_groups);
+  if (!c.lost && c.pid > 0)
+    job_groups.insert(c.pid);
   // The job: its group, its token's carriers and what was marked before
   // (found again by its stat: once dead, a process has no environment).
   std::unordered_set<pid_t> job;
@@ -1073,6 +1141,7 @@ void command_runner::impl::run() {
 /// One round of the loop: intake, poll, events, timers, completions.
 /// False once the runner has shut down and nothing is left.
 bool command_runner::impl::round() {
+  procs.clear();
   // -- intake -----------------------------------------------------------------
   hook(loop_point::intake);
   bool stop;
@@ -1269,7 +1338,8 @@ void command_runner::kill_all_now() noexcept {
     for (auto pgid : impl_->groups)
       ::kill(-pgid, SIGKILL);
     std::string prefix = std::string{job_token_variable} + '=' + impl_->nonce + '.';
-    for (const auto& p : find_processes(0, prefix, true, impl_->start_ticks))
+    proc_table table;
+    for (const auto& p : find_processes(table, 0, prefix, true, impl_->start_ticks))
       ::kill(p.pid, SIGKILL);
   } catch (...) {
     // Out of memory while scanning: the groups at least are gone.
