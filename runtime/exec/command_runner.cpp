@@ -450,26 +450,14 @@ std::vector<proc_entry> find_processes(proc_table& table, pid_t pgid, std::strin
   return out;
 }
 
-/// The zombie children of `parent`.
-std::vector<proc_entry> zombie_children_of(pid_t parent) {
+/// The zombie children of `parent` in `table`.
+std::vector<proc_entry> zombie_children_of(proc_table& table, pid_t parent) {
   std::vector<proc_entry> out;
-  DIR* dir = ::opendir("/proc");
-  if (!dir)
-    return out;
-  std::string buf;
-  while (dirent* d = ::readdir(dir)) {
-    if (d->d_name[0] < '1' || d->d_name[0] > '9')
-      continue;
-    char* end = nullptr;
-    long pid = std::strtol(d->d_name, &end, 10);
-    if (*end != '\0')
-      continue;
-    proc_entry e;
-    e.pid = static_cast<pid_t>(pid);
-    if (read_proc_stat(e.pid, e.st, buf) && e.st.ppid == parent && e.st.dead())
-      out.push_back(e);
-  }
-  ::closedir(dir);
+  if (!table.taken())
+    table.take();
+  for (const auto& [pid, st] : table.all())
+    if (st.ppid == parent && st.dead())
+      out.push_back({pid, st, proc_entry::mark::zombie});
   return out;
 }
 
@@ -1067,7 +1055,7 @@ void command_runner::impl::sweep_orphans() {
   pid_t self = ::getpid();
   std::set<proc_key> seen;
   auto& reg = process_registry::get();
-  for (const auto& p : zombie_children_of(self)) {
+  for (const auto& p : zombie_children_of(procs, self)) {
     if (reg.is_runner_child(p.pid))
       continue;
     proc_key key{p.pid, p.st.start_time};
