@@ -302,3 +302,35 @@ TEST_CASE_METHOD(worker_fixture, "a second signal exits at once and takes the st
   std::remove(pids.c_str());
   std::remove(cfg.c_str());
 }
+
+TEST_CASE_METHOD(worker_fixture,
+                 "at trace level a worker logs every step of each job's hot path, in order",
+                 "[db][worker]") {
+  auto cfg = worker_config(R"(
+    {"name": "a", "max_concurrent": 2, "executor": {"latency": {"dist": "fixed", "ms": 5}}})");
+  enqueue(cfg, 3, 3);
+  spool_process w{{"--log-level", "trace", "run", "--config", cfg, "--exit-when-idle"}, env};
+  REQUIRE(w.wait(60) == 0);
+  REQUIRE(scalar("SELECT count(*) FROM tasks WHERE state = 'completed'") == 3);
+  // For each run: "step <name> <run id> <us>" for claimed, start, result and
+  // recorded, with non-decreasing times (what bench/pickup_latency reads).
+  auto log = w.output();
+  auto runs = conn.exec("SELECT id FROM stage_runs ORDER BY id");
+  for (int i = 0; i < runs.rows(); ++i) {
+    auto id = runs.str(i, 0);
+    long long last = 0;
+    for (const char* step : {"claimed", "start", "result", "recorded"}) {
+      auto needle = std::string{" step "} + step + " " + id + " ";
+      auto at = log.find(needle);
+      INFO("run " << id << ", step " << step);
+      REQUIRE(at != std::string::npos);
+      long long us = std::atoll(log.c_str() + at + needle.size());
+      CHECK(us >= last);
+      last = us;
+    }
+  }
+  // The stage-keyed steps name the stage.
+  CHECK(log.find(" step claim a ") != std::string::npos);
+  CHECK(log.find(" step claim_sql_done a ") != std::string::npos);
+  std::remove(cfg.c_str());
+}
