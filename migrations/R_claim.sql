@@ -72,6 +72,7 @@ DECLARE
   v_h1 RECORD;              -- the same for the primary, after a fallback
   v_held TEXT;
   v_wait BIGINT;
+  v_charged BOOLEAN;
 BEGIN
   -- A claim lost in a server crash only puts the run back in the queue; the
   -- worker's later outcome is then refused by the fence (a re-claim by the
@@ -90,10 +91,12 @@ BEGIN
     PERFORM 1 FROM spool_providers s WHERE s.name IN (p_provider, p_fallback)
       ORDER BY s.name FOR UPDATE;
     v_now := clock_timestamp(); -- after the lock: what the last holder wrote is past
-    SELECT * INTO v_a FROM spool_provider_admit(p_provider, p_limit, v_now);
+    -- (The admission and the charge are called as expressions: a statement
+    -- around them would cost an executor start and a materialized row.)
+    v_a := spool_provider_admit(p_provider, p_limit, v_now);
     v_prov := p_provider;
     IF v_a.n = 0 AND v_a.fallback_ok AND p_fallback IS NOT NULL THEN
-      SELECT * INTO v_f FROM spool_provider_admit(p_fallback, p_limit, v_now);
+      v_f := spool_provider_admit(p_fallback, p_limit, v_now);
       v_fell := true;
       v_prov := p_fallback;
       v_lim := least(p_limit, v_f.n + 1);
@@ -174,7 +177,7 @@ BEGIN
       IF v_t.ids IS NULL AND v_a.n > 0 AND p_fallback IS NOT NULL THEN
         -- Admitted, but the quota is too small for the next run.
         v_primary_need := v_t.next_units;
-        SELECT * INTO v_f FROM spool_provider_admit(p_fallback, p_limit, v_now);
+        v_f := spool_provider_admit(p_fallback, p_limit, v_now);
         v_fell := true;
         v_prov := p_fallback;
       END IF;
@@ -192,11 +195,11 @@ BEGIN
     v_need := v_t.next_units;
     IF v_ids IS NOT NULL THEN
       IF v_fell THEN
-        PERFORM spool_provider_charge(p_fallback, v_now, cardinality(v_ids), v_f.tokens,
+        v_charged := spool_provider_charge(p_fallback, v_now, cardinality(v_ids), v_f.tokens,
                                       v_t.total, v_f.window_start, v_f.window_end,
                                       v_f.running_base);
       ELSE
-        PERFORM spool_provider_charge(p_provider, v_now, cardinality(v_ids), v_a.tokens,
+        v_charged := spool_provider_charge(p_provider, v_now, cardinality(v_ids), v_a.tokens,
                                       v_t.total, v_a.window_start, v_a.window_end,
                                       v_a.running_base);
       END IF;
@@ -237,7 +240,7 @@ BEGIN
      AND coalesce(cardinality(v_ids), 0) < p_limit
      AND coalesce(cardinality(v_cand), 0) > coalesce(cardinality(v_ids), 0) THEN
     -- The same admission again, now that this claim is counted.
-    SELECT * INTO v_h FROM spool_provider_admit(v_prov, 1, v_now, v_need);
+    v_h := spool_provider_admit(v_prov, 1, v_now, v_need);
     v_held := coalesce(v_h.reasons, 'provider limits');
     v_wait := v_h.wait_ms;
     IF v_h.quota_need IS NOT NULL THEN
@@ -248,7 +251,7 @@ BEGIN
       PERFORM spool_provider_waiting(v_prov, p_stage);
     END IF;
     IF v_fell THEN
-      SELECT * INTO v_h1 FROM spool_provider_admit(p_provider, 1, v_now, v_primary_need);
+      v_h1 := spool_provider_admit(p_provider, 1, v_now, v_primary_need);
       v_held := coalesce(v_h1.reasons, 'provider limits') || '; fallback ' || p_fallback || ': '
                 || v_held;
       v_wait := least(v_h1.wait_ms, v_wait);

@@ -12,6 +12,8 @@ DROP FUNCTION IF EXISTS spool_provider_admit(TEXT, INTEGER, TIMESTAMPTZ, FLOAT8)
 DROP FUNCTION IF EXISTS spool_provider_prefix(TEXT, BIGINT[], INTEGER, FLOAT8);
 DROP FUNCTION IF EXISTS spool_provider_charge(TEXT, TIMESTAMPTZ, INTEGER, FLOAT8, FLOAT8,
   TIMESTAMPTZ, TIMESTAMPTZ);
+DROP FUNCTION IF EXISTS spool_provider_charge(TEXT, TIMESTAMPTZ, INTEGER, FLOAT8, FLOAT8,
+  TIMESTAMPTZ, TIMESTAMPTZ, BIGINT);
 
 -- A timestamp as operators read it in held-back reasons and events: UTC, to
 -- the second (rounded up: "until" is never earlier than the instant).
@@ -222,13 +224,14 @@ END $$;
 -- the bound on calls in flight (p_running_base: NULL without max_concurrent;
 -- spool_sync_providers forgets the bound when the cap changes) and adds
 -- p_units to the usage of the window starting at p_window_start (NULL
--- without quota), with its 80% and 100% events.
+-- without quota), with its 80% and 100% events. Returns true (so that a
+-- caller may call it as an expression).
 CREATE OR REPLACE FUNCTION spool_provider_charge(p_name TEXT, p_now TIMESTAMPTZ,
                                                  p_calls INTEGER, p_tokens FLOAT8,
                                                  p_units FLOAT8, p_window_start TIMESTAMPTZ,
                                                  p_window_end TIMESTAMPTZ,
                                                  p_running_base BIGINT)
-RETURNS VOID LANGUAGE plpgsql AS $$
+RETURNS BOOLEAN LANGUAGE plpgsql AS $$
 DECLARE
   v_used FLOAT8;
   v_warned BOOLEAN;
@@ -269,6 +272,7 @@ BEGIN
       END IF;
     END IF;
   END IF;
+  RETURN true;
 END $$;
 
 -- The quota events of a window, each at most once: quota_warning once 80% of
