@@ -3,6 +3,9 @@
 -- bring the current ones back with the next `migrate up`, so between a down
 -- and an up the queue is not usable.
 DROP FUNCTION IF EXISTS spool_providers_status(INTEGER);
+DROP FUNCTION IF EXISTS spool_provider_outcomes_needed(TEXT[], TEXT[], TEXT[], FLOAT8[]);
+DROP FUNCTION IF EXISTS spool_outcome_tells(TEXT, TEXT, FLOAT8);
+DROP FUNCTION IF EXISTS spool_provider_quiet(spool_providers);
 DROP FUNCTION IF EXISTS spool_take_provider_events(TEXT, INTEGER);
 DROP FUNCTION IF EXISTS spool_sync_providers(JSONB);
 DROP FUNCTION IF EXISTS spool_provider_outcomes(TEXT[], TEXT[], TEXT[], TEXT[], BIGINT[],

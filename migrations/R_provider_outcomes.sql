@@ -31,6 +31,37 @@
 -- Locks provider rows in name order, after the runs and tasks the caller
 -- holds; claims lock provider rows and then only runs they skip-lock, so the
 -- two queue on provider rows without deadlocking.
+-- Whether provider row p needs nothing from outcomes that are neutral to
+-- it: its breaker is closed with no failure counted and no failure-rate
+-- window, and no stage waits for its slots.
+CREATE OR REPLACE FUNCTION spool_provider_quiet(p spool_providers)
+RETURNS BOOLEAN LANGUAGE sql IMMUTABLE AS $$
+  SELECT coalesce(p.breaker_state, 'closed') = 'closed' AND p.consecutive_failures = 0
+         AND coalesce(p.breaker_failure_rate, 0) = 0 AND cardinality(p.waiting_stages) = 0
+$$;
+
+-- Whether an outcome (kind, error class, units charged) tells its provider
+-- something: a failure that counts, a "rate limited", or a release that gives
+-- units back.
+CREATE OR REPLACE FUNCTION spool_outcome_tells(p_kind TEXT, p_class TEXT, p_units FLOAT8)
+RETURNS BOOLEAN LANGUAGE sql IMMUTABLE AS $$
+  SELECT coalesce((p_kind IN ('retry', 'fail') AND p_class IN ('transient', 'network', 'timeout'))
+                  OR (p_kind = 'snooze' AND p_class = 'rate_limited')
+                  OR (p_kind = 'release' AND p_units > 0), false)
+$$;
+
+-- Whether spool_provider_outcomes has anything to do for these outcomes
+-- (the arrays as it takes them): one query, so that the common batch of
+-- successes of quiet providers costs a recording one statement.
+CREATE OR REPLACE FUNCTION spool_provider_outcomes_needed(p_providers TEXT[], p_kinds TEXT[],
+                                                          p_classes TEXT[], p_units FLOAT8[])
+RETURNS BOOLEAN LANGUAGE sql STABLE AS $$
+  SELECT EXISTS (SELECT 1 FROM unnest(p_kinds, p_classes, p_units) AS x(kind, class, units)
+                  WHERE spool_outcome_tells(x.kind, x.class, x.units))
+      OR EXISTS (SELECT 1 FROM spool_providers s
+                  WHERE s.name = ANY (p_providers) AND NOT spool_provider_quiet(s))
+$$;
+
 CREATE OR REPLACE FUNCTION spool_provider_outcomes(
   p_providers TEXT[], p_stages TEXT[], p_kinds TEXT[], p_classes TEXT[], p_delays_ms BIGINT[],
   p_units FLOAT8[], p_claimed TIMESTAMPTZ[])
@@ -63,18 +94,11 @@ BEGIN
     -- next poll.)
     SELECT * INTO p FROM spool_providers s WHERE s.name = v_name;
     CONTINUE WHEN NOT FOUND;
-    CONTINUE WHEN coalesce(p.breaker_state, 'closed') = 'closed'
-              AND p.consecutive_failures = 0
-              AND coalesce(p.breaker_failure_rate, 0) = 0
-              AND cardinality(p.waiting_stages) = 0
+    CONTINUE WHEN spool_provider_quiet(p)
               AND NOT EXISTS (
                 SELECT 1 FROM unnest(p_providers, p_kinds, p_classes, p_units)
                                 AS x(provider, kind, class, units)
-                 WHERE x.provider = v_name
-                   AND ((x.kind IN ('retry', 'fail')
-                         AND x.class IN ('transient', 'network', 'timeout'))
-                        OR (x.kind = 'snooze' AND x.class = 'rate_limited')
-                        OR (x.kind = 'release' AND x.units > 0)));
+                 WHERE x.provider = v_name AND spool_outcome_tells(x.kind, x.class, x.units));
     SELECT * INTO p FROM spool_providers s WHERE s.name = v_name FOR UPDATE;
     v_now := clock_timestamp();
     v_state := p.breaker_state;

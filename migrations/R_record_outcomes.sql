@@ -211,7 +211,8 @@ BEGIN
   END IF;
 
   -- What the outcomes tell about the providers that admitted the runs.
-  IF v_p_names IS NOT NULL THEN
+  IF v_p_names IS NOT NULL
+     AND spool_provider_outcomes_needed(v_p_names, v_p_kinds, v_p_classes, v_p_units) THEN
     PERFORM spool_provider_outcomes(v_p_names, v_p_stages, v_p_kinds, v_p_classes, v_p_delays,
                                     v_p_units, v_p_claimed);
   END IF;
