@@ -38,17 +38,21 @@ RETURNS BIGINT LANGUAGE sql STABLE AS $$
   SELECT coalesce((spool_fair_hints() ->> (p_stage || '/' || p_priority::text))::bigint, 0)
 $$;
 
+-- (PL/pgSQL rather than SQL: a SQL function with subqueries is not inlined
+-- and is planned again at every call of the statement that calls it; this
+-- one's plans are kept for the session.)
 CREATE OR REPLACE FUNCTION spool_virtual_time(p_stage TEXT, p_priority spool_priority)
-RETURNS BIGINT LANGUAGE sql STABLE AS $$
-  SELECT coalesce(
+RETURNS BIGINT LANGUAGE plpgsql STABLE AS $$
+BEGIN
+  RETURN coalesce(
     (SELECT r.fair_round FROM stage_runs r
       WHERE r.stage = p_stage AND r.priority = p_priority AND r.state = 'ready'
         AND r.fair_round >= spool_fair_hint(p_stage, p_priority)
       ORDER BY r.fair_round, r.fair_seq LIMIT 1),
     (SELECT max(c.last_round) FROM stage_fair_channels c
       WHERE c.stage = p_stage AND c.priority = p_priority),
-    0)
-$$;
+    0);
+END $$;
 
 -- Places new entries at the back of their channels' queues: the k-th of a
 -- (stage, priority, channel) in p_stages/p_prios/p_channels order gets round

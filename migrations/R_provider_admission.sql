@@ -86,12 +86,15 @@ $$;
 -- running_base (with max_concurrent): the calls in flight, or an upper bound
 -- on them, that spool_provider_charge adds the admitted calls to.
 -- Calls of p_name in flight, counted up to p_at_most (NULL: all).
+-- (PL/pgSQL: its plan is kept for the session, where a SQL function with a
+-- subquery would be planned at every call.)
 CREATE OR REPLACE FUNCTION spool_provider_running(p_name TEXT, p_at_most INTEGER)
-RETURNS BIGINT LANGUAGE sql STABLE AS $$
-  SELECT count(*) FROM (SELECT 1 FROM stage_runs r
-                         WHERE r.provider = p_name AND r.state = 'running'
-                         LIMIT p_at_most) x
-$$;
+RETURNS BIGINT LANGUAGE plpgsql STABLE AS $$
+BEGIN
+  RETURN (SELECT count(*) FROM (SELECT 1 FROM stage_runs r
+                                 WHERE r.provider = p_name AND r.state = 'running'
+                                 LIMIT p_at_most) x);
+END $$;
 
 CREATE OR REPLACE FUNCTION spool_provider_admit(
   p_name TEXT, p_limit INTEGER, p_now TIMESTAMPTZ, p_need FLOAT8 DEFAULT NULL,

@@ -52,15 +52,18 @@ $$;
 
 -- Whether spool_provider_outcomes has anything to do for these outcomes
 -- (the arrays as it takes them): one query, so that the common batch of
--- successes of quiet providers costs a recording one statement.
+-- successes of quiet providers costs a recording one statement. (PL/pgSQL,
+-- not SQL: its plan is kept for the session; a SQL function with subqueries
+-- is planned again at every call.)
 CREATE OR REPLACE FUNCTION spool_provider_outcomes_needed(p_providers TEXT[], p_kinds TEXT[],
                                                           p_classes TEXT[], p_units FLOAT8[])
-RETURNS BOOLEAN LANGUAGE sql STABLE AS $$
-  SELECT EXISTS (SELECT 1 FROM unnest(p_kinds, p_classes, p_units) AS x(kind, class, units)
+RETURNS BOOLEAN LANGUAGE plpgsql STABLE AS $$
+BEGIN
+  RETURN EXISTS (SELECT 1 FROM unnest(p_kinds, p_classes, p_units) AS x(kind, class, units)
                   WHERE spool_outcome_tells(x.kind, x.class, x.units))
       OR EXISTS (SELECT 1 FROM spool_providers s
-                  WHERE s.name = ANY (p_providers) AND NOT spool_provider_quiet(s))
-$$;
+                  WHERE s.name = ANY (p_providers) AND NOT spool_provider_quiet(s));
+END $$;
 
 CREATE OR REPLACE FUNCTION spool_provider_outcomes(
   p_providers TEXT[], p_stages TEXT[], p_kinds TEXT[], p_classes TEXT[], p_delays_ms BIGINT[],
