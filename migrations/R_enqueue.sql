@@ -7,7 +7,12 @@ CREATE OR REPLACE FUNCTION spool_enqueue(
   p_clients TEXT[], p_campaigns TEXT[], p_channels TEXT[], p_priorities TEXT[],
   p_payloads JSONB[], p_keys TEXT[], p_estimates NUMERIC[], p_pipeline JSONB)
 RETURNS TABLE (ord INTEGER, task_id BIGINT, created BOOLEAN)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- Generic plans, planned once per session: with custom plans (the default
+-- for statements with parameters) each statement of an enqueue was planned
+-- again at every call, about 0.7 ms of a one-video enqueue's 3.6 ms; the
+-- generic ones are as good for 100,000 videos at once (7.6 s against 8.4 s).
+SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
   v_seq REGCLASS := pg_get_serial_sequence('tasks', 'id')::regclass;
   v_ords BIGINT[];

@@ -60,7 +60,8 @@ END $$;
 -- counters; returns the rounds in input order.
 CREATE OR REPLACE FUNCTION spool_fair_rounds(p_stages TEXT[], p_prios spool_priority[],
                                              p_channels TEXT[])
-RETURNS BIGINT[] LANGUAGE plpgsql AS $$
+RETURNS BIGINT[] LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan AS $$ -- (as spool_enqueue's, R_enqueue.sql)
 DECLARE
   v_stages TEXT[];
   v_prios spool_priority[];
