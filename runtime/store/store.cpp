@@ -159,11 +159,13 @@ void store::warm_up() {
     t.channel_id = "warm-up";
     t.client_id = "warm-up";
     t.campaign_id = "warm-up";
-    enqueue({t}, {{"warm_up_a", {}, false, 0}, {"warm_up_b", {"warm_up_a"}, false, 0}});
-    auto runs = claim("warm_up_a", 1, "warm-up", 60s);
+    // Stage names no configuration can hold (they must match
+    // [a-z][a-z0-9_]*): no real run is touched, even inside the transaction.
+    enqueue({t}, {{"warm-up.a", {}, false, 0}, {"warm-up.b", {"warm-up.a"}, false, 0}});
+    auto runs = claim("warm-up.a", 1, "warm-up", 60s);
     if (!runs.empty())
       record("warm-up", {outcome_record::for_claim(runs.front(), record_kind::ok)});
-    claim("warm_up_b", 1, "warm-up", 60s);
+    claim("warm-up.b", 1, "warm-up", 60s);
     conn_.exec("ROLLBACK");
   } catch (...) {
     try {
