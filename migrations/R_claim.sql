@@ -240,28 +240,13 @@ BEGIN
      AND coalesce(cardinality(v_ids), 0) < p_limit
      AND coalesce(cardinality(v_cand), 0) > coalesce(cardinality(v_ids), 0) THEN
     -- The same admission again, now that this claim is counted.
-    v_h := spool_provider_admit(v_prov, 1, v_now, v_need);
-    v_held := coalesce(v_h.reasons, 'provider limits');
+    v_h := spool_provider_hold(v_prov, p_stage, v_now, v_need);
+    v_held := v_h.reasons;
     v_wait := v_h.wait_ms;
-    IF v_h.quota_need IS NOT NULL THEN
-      PERFORM spool_provider_quota_events(v_prov, v_h.window_start, v_h.window_end,
-                                          v_h.quota_need);
-    END IF;
-    IF v_h.n = 0 AND v_h.wait_ms IS NULL THEN
-      PERFORM spool_provider_waiting(v_prov, p_stage);
-    END IF;
     IF v_fell THEN
-      v_h1 := spool_provider_admit(p_provider, 1, v_now, v_primary_need);
-      v_held := coalesce(v_h1.reasons, 'provider limits') || '; fallback ' || p_fallback || ': '
-                || v_held;
+      v_h1 := spool_provider_hold(p_provider, p_stage, v_now, v_primary_need);
+      v_held := v_h1.reasons || '; fallback ' || p_fallback || ': ' || v_held;
       v_wait := least(v_h1.wait_ms, v_wait);
-      IF v_h1.quota_need IS NOT NULL THEN
-        PERFORM spool_provider_quota_events(p_provider, v_h1.window_start, v_h1.window_end,
-                                            v_h1.quota_need);
-      END IF;
-      IF v_h1.n = 0 AND v_h1.wait_ms IS NULL THEN
-        PERFORM spool_provider_waiting(p_provider, p_stage);
-      END IF;
     END IF;
     RETURN QUERY SELECT NULL::BIGINT, NULL::BIGINT, p_stage, NULL::INTEGER, NULL::INTEGER,
                         NULL::INTEGER, NULL::BIGINT, NULL::INTEGER, NULL::TEXT,

@@ -10,6 +10,7 @@
 DROP FUNCTION IF EXISTS spool_quota_window(FLOAT8, TIME, TEXT, TIMESTAMPTZ);
 DROP FUNCTION IF EXISTS spool_provider_admit(TEXT, INTEGER, TIMESTAMPTZ, FLOAT8);
 DROP FUNCTION IF EXISTS spool_provider_prefix(TEXT, BIGINT[], INTEGER, FLOAT8);
+DROP FUNCTION IF EXISTS spool_provider_waiting(TEXT, TEXT);
 DROP FUNCTION IF EXISTS spool_provider_charge(TEXT, TIMESTAMPTZ, INTEGER, FLOAT8, FLOAT8,
   TIMESTAMPTZ, TIMESTAMPTZ);
 DROP FUNCTION IF EXISTS spool_provider_charge(TEXT, TIMESTAMPTZ, INTEGER, FLOAT8, FLOAT8,
@@ -368,11 +369,28 @@ BEGIN
     FROM c;
 END $$;
 
--- Notes that p_stage waits for a running call of p_name to end (a claim was
--- held back with no time to wait for): the end of such a call NOTIFYs
--- spool_wakeup for it (spool_provider_outcomes), whichever stage's call it was.
-CREATE OR REPLACE FUNCTION spool_provider_waiting(p_name TEXT, p_stage TEXT)
-RETURNS VOID LANGUAGE sql AS $$
-  UPDATE spool_providers s SET waiting_stages = s.waiting_stages || p_stage
-   WHERE s.name = p_name AND NOT (p_stage = ANY (s.waiting_stages))
-$$;
+-- Why p_name admits no more for p_stage now that a claim held back by it is
+-- counted (the admission of one more call, p_need: the units of the first
+-- run left out), and for how long (wait_ms; NULL: until a running call
+-- ends). Logs the quota's exhaustion when the quota is what held it, and,
+-- when only running calls hold it, notes that p_stage waits for one to end:
+-- the end of such a call NOTIFYs spool_wakeup for it (spool_provider_outcomes),
+-- whichever stage's call it was.
+CREATE OR REPLACE FUNCTION spool_provider_hold(p_name TEXT, p_stage TEXT, p_now TIMESTAMPTZ,
+                                               p_need FLOAT8, OUT reasons TEXT,
+                                               OUT wait_ms BIGINT)
+LANGUAGE plpgsql AS $$
+DECLARE
+  h RECORD;
+BEGIN
+  h := spool_provider_admit(p_name, 1, p_now, p_need);
+  reasons := coalesce(h.reasons, 'provider limits');
+  wait_ms := h.wait_ms;
+  IF h.quota_need IS NOT NULL THEN
+    PERFORM spool_provider_quota_events(p_name, h.window_start, h.window_end, h.quota_need);
+  END IF;
+  IF h.n = 0 AND h.wait_ms IS NULL THEN
+    UPDATE spool_providers s SET waiting_stages = s.waiting_stages || p_stage
+     WHERE s.name = p_name AND NOT (p_stage = ANY (s.waiting_stages));
+  END IF;
+END $$;
