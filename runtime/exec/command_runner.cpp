@@ -335,6 +335,8 @@ struct proc_entry {
     token,  // carries the token
     zombie, // dead outside the group: its environment is gone, so only
             // its parent can tell whose it was
+    unread, // alive, but its environment reads empty: a process in the
+            // middle of execve() until the new image's is in place
   };
   pid_t pid = 0;
   proc_stat st;
@@ -389,13 +391,7 @@ public:
       char path[64];
       std::snprintf(path, sizeof(path), "/proc/%d/environ", static_cast<int>(pid));
       std::string buf;
-      // A process in the middle of execve() shows an empty environment for
-      // a moment (until the new image's is in place): look again a few times.
       bool readable = read_proc_file(path, buf, 8u << 20);
-      for (int retry = 0; readable && buf.empty() && retry < 10; ++retry) {
-        std::this_thread::sleep_for(std::chrono::milliseconds{1});
-        readable = read_proc_file(path, buf, 8u << 20);
-      }
       if (readable)
         it->second = std::move(buf);
     }
@@ -409,9 +405,10 @@ private:
 };
 
 /// The processes of `table` that are in process group `pgid` (when > 0) or
-/// whose environment holds `entry` (see environ_has), and the dead ones
-/// outside the group (a dead process has no environment left; the caller
-/// tells by its parent whether it was one of them). Only processes started
+/// whose environment holds `entry` (see environ_has), the dead ones outside
+/// the group (a dead process has no environment left; the caller tells by
+/// its parent whether it was one of them) and the live ones whose
+/// environment reads empty (mid-execve: the caller looks again later). Only processes started
 /// at or after `since` (boot ticks, less a second of slack) are considered:
 /// a job's processes cannot be older than the job. A process in one of
 /// `other_groups` (other jobs' process groups) is not asked for its
@@ -444,8 +441,15 @@ std::vector<proc_entry> find_processes(proc_table& table, pid_t pgid, std::strin
       continue;
     if (other_groups != nullptr && other_groups->count(st.pgrp) != 0)
       continue;
-    if (const auto* env = table.environ_of(pid); env != nullptr && environ_has(*env, entry, prefix))
+    const auto* env = table.environ_of(pid);
+    if (env == nullptr)
+      continue;
+    if (env->empty()) {
+      e.by = proc_entry::mark::unread;
       out.push_back(e);
+    } else if (environ_has(*env, entry, prefix)) {
+      out.push_back(e);
+    }
   }
   return out;
 }
@@ -827,7 +831,7 @@ std::size_t command_runner::impl::signal_job(child& c, int sig) {
   // (found again by its stat: once dead, a process has no environment).
   std::unordered_set<pid_t> job;
   for (const auto& p : found)
-    if (p.by != mark::zombie)
+    if (p.by != mark::zombie && p.by != mark::unread)
       job.insert(p.pid);
   std::string buf;
   for (auto i = c.marked.begin(); i != c.marked.end();) {
@@ -852,6 +856,15 @@ std::size_t command_runner::impl::signal_job(child& c, int sig) {
 
   std::size_t pending = 0;
   for (const auto& p : found) {
+    if (p.by == mark::unread) {
+      // Mid-execve, its token unreadable for now: when the job or we (as
+      // the subreaper of its orphans) are its parent, it may be the job's
+      // escaped descendant. Look again next round rather than report the
+      // job with it alive.
+      if (p.st.ppid == self || job.count(p.st.ppid) != 0)
+        ++pending;
+      continue;
+    }
     if (p.pid == c.pid || job.count(p.pid) == 0)
       continue; // the program (signalled with its group, reaped by us), or
                 // a zombie of someone else's
@@ -1326,9 +1339,20 @@ void command_runner::kill_all_now() noexcept {
     for (auto pgid : impl_->groups)
       ::kill(-pgid, SIGKILL);
     std::string prefix = std::string{job_token_variable} + '=' + impl_->nonce + '.';
-    proc_table table;
-    for (const auto& p : find_processes(table, 0, prefix, true, impl_->start_ticks))
-      ::kill(p.pid, SIGKILL);
+    // A process caught mid-execve shows no token yet: look again, briefly.
+    for (int pass = 0; pass < 20; ++pass) {
+      proc_table table;
+      bool unread = false;
+      for (const auto& p : find_processes(table, 0, prefix, true, impl_->start_ticks)) {
+        if (p.by == proc_entry::mark::unread)
+          unread = true;
+        else if (!p.st.dead())
+          ::kill(p.pid, SIGKILL);
+      }
+      if (!unread)
+        break;
+      std::this_thread::sleep_for(std::chrono::milliseconds{1});
+    }
   } catch (...) {
     // Out of memory while scanning: the groups at least are gone.
   }
