@@ -66,6 +66,7 @@ DECLARE
   v_t RECORD;               -- what of them is admitted (spool_provider_prefix)
   v_units JSONB;            -- run id -> quota units charged
   v_each FLOAT8;            -- or the units of every run, when all cost the same
+  v_total FLOAT8;           -- the units of the runs admitted
   v_need FLOAT8;            -- units of the first run left out
   v_primary_need FLOAT8;    -- the same, under the primary's quota
   v_h RECORD;               -- admission after the claim: why not more
@@ -88,8 +89,12 @@ BEGIN
     IF p_fallback = p_provider THEN
       p_fallback := NULL;
     END IF;
-    PERFORM 1 FROM spool_providers s WHERE s.name IN (p_provider, p_fallback)
-      ORDER BY s.name FOR UPDATE;
+    IF p_fallback IS NULL THEN
+      PERFORM 1 FROM spool_providers s WHERE s.name = p_provider FOR UPDATE;
+    ELSE
+      PERFORM 1 FROM spool_providers s WHERE s.name IN (p_provider, p_fallback)
+        ORDER BY s.name FOR UPDATE;
+    END IF;
     v_now := clock_timestamp(); -- after the lock: what the last holder wrote is past
     -- (The admission and the charge are called as expressions: a statement
     -- around them would cost an executor start and a materialized row.)
@@ -168,10 +173,7 @@ BEGIN
       -- costing units_per_call they all fit: nothing to pick, no payload to
       -- read.
       v_each := v_a.unit_each;
-      SELECT v_cand AS ids, NULL::jsonb AS units,
-             coalesce(cardinality(v_cand) * v_each, 0)::float8 AS total,
-             NULL::float8 AS next_units
-        INTO v_t;
+      v_total := coalesce(cardinality(v_cand) * v_each, 0);
     ELSIF NOT v_fell THEN
       SELECT * INTO v_t FROM spool_provider_prefix(p_provider, v_cand, v_a.n, v_a.units_left);
       IF v_t.ids IS NULL AND v_a.n > 0 AND p_fallback IS NOT NULL THEN
@@ -185,23 +187,26 @@ BEGIN
     IF v_fell THEN
       SELECT * INTO v_t FROM spool_provider_prefix(p_fallback, v_cand, v_f.n, v_f.units_left);
     END IF;
+    IF v_total IS NULL THEN -- picked by spool_provider_prefix
+      v_ids := v_t.ids;
+      v_units := v_t.units;
+      v_need := v_t.next_units;
+      v_total := v_t.total;
+    END IF;
     IF v_fell AND coalesce(v_primary_need, v_a.quota_need) IS NOT NULL THEN
       -- The primary's quota cannot cover the next run: that is its exhaustion.
       PERFORM spool_provider_quota_events(p_provider, v_a.window_start, v_a.window_end,
                                           coalesce(v_primary_need, v_a.quota_need));
     END IF;
-    v_ids := v_t.ids;
-    v_units := v_t.units;
-    v_need := v_t.next_units;
     IF v_ids IS NOT NULL THEN
       IF v_fell THEN
         v_charged := spool_provider_charge(p_fallback, v_now, cardinality(v_ids), v_f.tokens,
-                                      v_t.total, v_f.window_start, v_f.window_end,
-                                      v_f.running_base);
+                                      v_total, v_f.window_start, v_f.window_end,
+                                      v_f.running_base, v_f.quota);
       ELSE
         v_charged := spool_provider_charge(p_provider, v_now, cardinality(v_ids), v_a.tokens,
-                                      v_t.total, v_a.window_start, v_a.window_end,
-                                      v_a.running_base);
+                                      v_total, v_a.window_start, v_a.window_end,
+                                      v_a.running_base, v_a.quota);
       END IF;
     END IF;
   END IF;

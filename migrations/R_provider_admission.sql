@@ -15,6 +15,8 @@ DROP FUNCTION IF EXISTS spool_provider_charge(TEXT, TIMESTAMPTZ, INTEGER, FLOAT8
   TIMESTAMPTZ, TIMESTAMPTZ);
 DROP FUNCTION IF EXISTS spool_provider_charge(TEXT, TIMESTAMPTZ, INTEGER, FLOAT8, FLOAT8,
   TIMESTAMPTZ, TIMESTAMPTZ, BIGINT);
+DROP FUNCTION IF EXISTS spool_provider_charge(TEXT, TIMESTAMPTZ, INTEGER, FLOAT8, FLOAT8,
+  TIMESTAMPTZ, TIMESTAMPTZ, BIGINT, FLOAT8);
 
 -- A timestamp as operators read it in held-back reasons and events: UTC, to
 -- the second (rounded up: "until" is never earlier than the instant).
@@ -83,7 +85,8 @@ $$;
 -- tokens (NULL without rate) and units_left/window_* (NULL without quota)
 -- are what spool_provider_charge needs. quota_need: when the quota admits
 -- nothing, the units it could not cover (else NULL). unit_each: with a
--- quota and no units_field, the units every call costs (else NULL).
+-- quota and no units_field, the units every call costs (else NULL). quota:
+-- the window's units (NULL without quota).
 -- running_base (with max_concurrent): the calls in flight, or an upper bound
 -- on them, that spool_provider_charge adds the admitted calls to.
 -- Calls of p_name in flight, counted up to p_at_most (NULL: all).
@@ -101,7 +104,7 @@ CREATE OR REPLACE FUNCTION spool_provider_admit(
   p_name TEXT, p_limit INTEGER, p_now TIMESTAMPTZ, p_need FLOAT8 DEFAULT NULL,
   OUT n INTEGER, OUT tokens FLOAT8, OUT units_left FLOAT8, OUT window_start TIMESTAMPTZ,
   OUT window_end TIMESTAMPTZ, OUT reasons TEXT, OUT wait_ms BIGINT, OUT fallback_ok BOOLEAN,
-  OUT quota_need FLOAT8, OUT unit_each FLOAT8, OUT running_base BIGINT)
+  OUT quota_need FLOAT8, OUT unit_each FLOAT8, OUT running_base BIGINT, OUT quota FLOAT8)
 LANGUAGE plpgsql AS $$
 DECLARE
   p RECORD;                 -- the provider's row and its counters
@@ -112,8 +115,13 @@ DECLARE
   v_used FLOAT8;
   v_need FLOAT8;
 BEGIN
-  SELECT s.*, c.tokens, c.tokens_at, c.inflight_bound INTO p
+  -- With the usage of the quota window the last admission was in (the
+  -- counters row remembers it): most claims fall in the same window.
+  SELECT s.*, c.tokens, c.tokens_at, c.inflight_bound, c.window_start AS w_start,
+         c.window_end AS w_end, u.units AS w_units INTO p
     FROM spool_providers s LEFT JOIN spool_provider_counters c ON c.provider = s.name
+         LEFT JOIN spool_provider_usage u ON u.provider = s.name
+                                         AND u.window_start = c.window_start
    WHERE s.name = p_name;
   IF NOT FOUND THEN
     RAISE EXCEPTION 'provider "%" is not configured in this database', p_name
@@ -169,11 +177,22 @@ BEGIN
     c_rate := floor(tokens)::bigint;
   END IF;
   IF p.quota_units IS NOT NULL THEN
-    SELECT w.window_start, w.window_end INTO window_start, window_end
-      FROM spool_quota_window(p.quota_window_s, p.quota_reset_at, p.quota_time_zone, p_now) w;
-    v_used := coalesce((SELECT u.units FROM spool_provider_usage u
-                         WHERE u.provider = p_name AND u.window_start = spool_provider_admit.window_start),
-                       0);
+    IF p_now >= p.w_start AND p_now < p.w_end THEN
+      window_start := p.w_start;
+      window_end := p.w_end;
+      v_used := coalesce(p.w_units, 0);
+    ELSE
+      SELECT w.window_start, w.window_end INTO window_start, window_end
+        FROM spool_quota_window(p.quota_window_s, p.quota_reset_at, p.quota_time_zone, p_now) w;
+      v_used := coalesce((SELECT u.units FROM spool_provider_usage u
+                           WHERE u.provider = p_name
+                             AND u.window_start = spool_provider_admit.window_start), 0);
+      UPDATE spool_provider_counters c
+         SET window_start = spool_provider_admit.window_start,
+             window_end = spool_provider_admit.window_end
+       WHERE c.provider = p_name;
+    END IF;
+    quota := p.quota_units;
     units_left := p.quota_units - v_used;
     IF p.quota_units_field = '' THEN
       unit_each := p.quota_units_per_call;
@@ -228,19 +247,19 @@ END $$;
 -- the bound on calls in flight (p_running_base: NULL without max_concurrent;
 -- spool_sync_providers forgets the bound when the cap changes) and adds
 -- p_units to the usage of the window starting at p_window_start (NULL
--- without quota), with its 80% and 100% events. Returns true (so that a
--- caller may call it as an expression).
+-- without quota; p_quota: the window's units, as admitted), with its 80%
+-- and 100% events. Returns true (so that a caller may call it as an
+-- expression).
 CREATE OR REPLACE FUNCTION spool_provider_charge(p_name TEXT, p_now TIMESTAMPTZ,
                                                  p_calls INTEGER, p_tokens FLOAT8,
                                                  p_units FLOAT8, p_window_start TIMESTAMPTZ,
                                                  p_window_end TIMESTAMPTZ,
-                                                 p_running_base BIGINT)
+                                                 p_running_base BIGINT, p_quota FLOAT8)
 RETURNS BOOLEAN LANGUAGE plpgsql AS $$
 DECLARE
   v_used FLOAT8;
   v_warned BOOLEAN;
   v_exhausted BOOLEAN;
-  v_quota FLOAT8;
 BEGIN
   IF p_tokens IS NOT NULL OR p_running_base IS NOT NULL THEN
     UPDATE spool_provider_counters c
@@ -268,12 +287,9 @@ BEGIN
       RETURNING u.units, u.warned_80, u.exhausted_logged INTO v_used, v_warned, v_exhausted;
     END IF;
     -- The events only when this charge may have crossed 80 % or 100 %.
-    IF NOT (v_warned AND v_exhausted) THEN
-      v_quota := (SELECT s.quota_units FROM spool_providers s WHERE s.name = p_name);
-      IF (NOT v_warned AND v_used >= 0.8 * v_quota - 1e-9)
-         OR (NOT v_exhausted AND v_used >= v_quota - 1e-9) THEN
-        PERFORM spool_provider_quota_events(p_name, p_window_start, p_window_end, NULL);
-      END IF;
+    IF (NOT v_warned AND v_used >= 0.8 * p_quota - 1e-9)
+       OR (NOT v_exhausted AND v_used >= p_quota - 1e-9) THEN
+      PERFORM spool_provider_quota_events(p_name, p_window_start, p_window_end, NULL);
     END IF;
   END IF;
   RETURN true;

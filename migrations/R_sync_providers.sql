@@ -44,7 +44,7 @@ BEGIN
   -- then their counters, from the limits before this change: the bucket
   -- refilled under the old rate and clamped to the new burst (full when the
   -- rate is new), the bound on calls in flight forgotten when the cap
-  -- changes (without a cap no claim keeps it).
+  -- changes (without a cap no claim keeps it), the quota window forgotten.
   PERFORM 1 FROM spool_providers s
    WHERE s.name IN (SELECT x.v ->> 'name' FROM jsonb_array_elements(p) AS x(v))
    ORDER BY s.name FOR UPDATE;
@@ -56,7 +56,9 @@ BEGIN
                  c.tokens + s.rate_per_s * greatest(0, extract(epoch FROM v_now - c.tokens_at)))
       END,
     tokens_at = v_now,
-    inflight_bound = CASE WHEN s.max_concurrent = n.max_concurrent THEN c.inflight_bound END
+    inflight_bound = CASE WHEN s.max_concurrent = n.max_concurrent THEN c.inflight_bound END,
+    window_start = NULL, -- the quota window is worked out again under the new settings
+    window_end = NULL
     FROM spool_providers s,
          (SELECT x.v ->> 'name' AS name,
                  coalesce((x.v ->> 'max_concurrent')::integer, 0) AS max_concurrent,

@@ -458,6 +458,33 @@ TEST_CASE_METHOD(providers_fixture, "the window of a day follows reset_at in its
 // -- breaker ------------------------------------------------------------------------
 
 TEST_CASE_METHOD(providers_fixture,
+                 "a claim after a change of the quota's reset time charges the new window",
+                 "[db][store][providers]") {
+  // The counters row remembers the window of the last admission; a change of
+  // the window's settings must not leave claims charging the old one.
+  q.sync_providers(R"([{"name": "kling", "daily_quota": {"units": 100, "reset_at": "00:00",
+                         "time_zone": "UTC"}}])");
+  enqueue_n(4);
+  REQUIRE(claim("kling", 2).runs.size() == 2);
+  auto first = conn.query("SELECT window_start::text FROM spool_provider_usage").str(0, 0);
+  // Twelve hours away from the first reset: always another window start.
+  q.sync_providers(R"([{"name": "kling", "daily_quota": {"units": 100, "reset_at": "12:00",
+                         "time_zone": "UTC"}}])");
+  REQUIRE(claim("kling", 2).runs.size() == 2);
+  CHECK(scalar("SELECT count(*) FROM spool_provider_usage") == 2);
+  CHECK(count("SELECT units::bigint FROM spool_provider_usage WHERE window_start::text <> $1",
+              first)
+        == 2);
+  auto st = status("kling");
+  REQUIRE(st.quota_window_start);
+  auto secs = std::chrono::duration_cast<std::chrono::seconds>(
+                st.quota_window_start->time_since_epoch())
+                .count();
+  CHECK(secs % 86400 == 12 * 3600);
+  CHECK(st.quota_used == Approx(2));
+}
+
+TEST_CASE_METHOD(providers_fixture,
                  "the breaker opens after consecutive failures, probes when half-open, and "
                  "closes on a success",
                  "[db][store][providers]") {
