@@ -110,11 +110,7 @@ caf::behavior claimer(db_self self, db_options db) {
       return with_store(self, [&](store::store& q, pg::connection&) {
         claim_batch b;
         b.stage = req.stage;
-        if (req.provider.empty()) {
-          b.runs = q.claim(req.stage, req.limit, req.worker, req.lease, req.token);
-          trace_step("claim_sql_done", req.stage);
-          return b;
-        }
+        // (Budgets may hold runs back without a provider too.)
         auto r = q.claim_limited(req.stage, req.limit, req.worker, req.lease, req.provider,
                                  req.fallback, req.token);
         trace_step("claim_sql_done", req.stage);
@@ -204,9 +200,10 @@ caf::behavior maintainer(db_self self, db_options db) {
         return r;
       });
     },
-    [=](sync_atom, const std::string& providers_json) {
+    [=](sync_atom, const std::string& providers_json, const std::string& budgets_json) {
       return with_store(self, [&](store::store& q, pg::connection&) {
         q.sync_providers(providers_json);
+        q.sync_budgets(budgets_json);
         return true;
       });
     },

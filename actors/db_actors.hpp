@@ -24,7 +24,8 @@
 //              (pending_atom, stages) -> bool;
 //              (fetch_atom) -> stored_config (the newest pushed; version 0
 //              when none);
-//              (sync_atom, providers_json) -> bool: writes provider limits;
+//              (sync_atom, providers_json, budgets_json) -> bool: writes provider
+//              limits and budgets;
 //              (events_atom, worker) -> vector<provider_event> not yet
 //              logged by any worker, now this one's to log
 // listener:    LISTENs on spool_wakeup, spool_cancel and spool_config and

@@ -221,16 +221,12 @@ void log_progress(self_ptr self) {
 
 // -- configuration -------------------------------------------------------------------
 
-/// Writes the provider limits of `cfg` to the database (claims of a
-/// provider the database does not know fail), then runs `then`. While the
+/// Writes the provider limits and budgets of `cfg` to the database (claims
+/// of a provider the database does not know fail), then runs `then`. While the
 /// database refuses, tries again every second; `then`s run in order.
 void after_providers_synced(self_ptr self, std::shared_ptr<const config::snapshot> cfg,
                             std::function<void()> then) {
   auto& st = self->state;
-  if (cfg->providers.empty() && !st.syncing) {
-    then();
-    return;
-  }
   st.sync_target = std::move(cfg);
   st.after_sync.push_back(std::move(then));
   if (!st.syncing) {
@@ -244,7 +240,7 @@ void sync_providers(self_ptr self) {
   auto target = st.sync_target;
   self
     ->request(st.maintainer, caf::duration{db_budget(worker(self))}, sync_atom::value,
-              config::providers_json(*target))
+              config::providers_json(*target), config::budgets_json(*target))
     .then(
       [=](bool) {
         auto& s = self->state;
@@ -258,8 +254,8 @@ void sync_providers(self_ptr self) {
       },
       [=](const caf::error& e) {
         if (!self->state.outage->down())
-          spdlog::warn("writing the provider limits failed (trying again in 1 s; their stages "
-                       "claim nothing until then): {}",
+          spdlog::warn("writing the provider limits and budgets failed (trying again in 1 s; "
+                       "stages behind a provider claim nothing until then): {}",
                        self->system().render(e));
         self->delayed_send(self, 1s, sync_atom::value);
       });

@@ -30,8 +30,14 @@
 // 10 ms ticks), split into the claim and the record connections, the client's
 // CPU, call counts and latencies, and the WAL written per run.
 //
+// Each round also runs Spool behind a provider whose limits are never reached
+// and behind a hard budget never reached (every run estimated at and costing
+// 0.01 USD), each on a fresh database, and prints their ratio to Spool
+// without.
+//
 // Exits 1 when a run is not done at the end, is claimed twice, or an outcome
-// is refused, in either the baseline or Spool.
+// is refused, in either the baseline or Spool, or the budget variant's spend
+// is not the sum of its runs' costs.
 //
 //   ./dev.sh bench store_throughput [runs] [supervisors] [rounds]
 //   defaults: 20000 runs, 2 supervisors (4 connections), 5 rounds
@@ -41,6 +47,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cmath>
+
 using namespace spool;
 using namespace spool::bench::queue;
 using namespace std::chrono_literals;
@@ -49,21 +57,42 @@ namespace {
 
 // -- Spool ---------------------------------------------------------------------
 
-/// `provider`: every claim goes through the admission of a provider whose
-/// limits (cap, rate, quota, breaker) are never reached.
+/// What stands in front of the claims.
+enum class variant {
+  plain,
+  /// every claim goes through the admission of a provider whose limits
+  /// (cap, rate, quota, breaker) are never reached
+  provider,
+  /// every run costs 0.01 USD (estimated and reported) against a hard
+  /// budget never reached: each claim reserves, each outcome spends
+  budget,
+};
+
+const char* name_of(variant v) {
+  return v == variant::plain ? "no provider" : v == variant::provider ? "behind a provider"
+                                                                      : "behind a budget";
+}
+
 spool_result spool_rate(const std::string& url, int credit, const options& opt,
-                        bool provider = false) {
+                        variant v = variant::plain) {
+  bool provider = v == variant::provider;
+  bool budget = v == variant::budget;
   {
     pg::connection conn{url};
     store::store q{conn};
+    q.sync_budgets(budget ? R"({"soft_usd": 0, "hard_usd": 10000000})"
+                          : R"({"soft_usd": 0, "hard_usd": 0})");
     if (provider)
       q.sync_providers(R"([{"name": "api", "max_concurrent": 100000,
         "rate": {"per_s": 100000, "burst": 100000}, "daily_quota": {"units": 1e12},
         "breaker": {"consecutive_failures": 1000}}])");
     for (int from = 0; from < opt.runs; from += 50'000) {
       std::vector<store::new_task> tasks(static_cast<size_t>(std::min(50'000, opt.runs - from)));
-      for (size_t i = 0; i < tasks.size(); ++i)
+      for (size_t i = 0; i < tasks.size(); ++i) {
         tasks[i].channel_id = "ch" + std::to_string((from + i) % 100);
+        if (budget)
+          tasks[i].run_estimates = {0.01};
+      }
       q.enqueue(tasks, {{"s", {}, false, 3}});
     }
     conn.exec("VACUUM ANALYZE");
@@ -78,7 +107,8 @@ spool_result spool_rate(const std::string& url, int credit, const options& opt,
       got.push_back({r.run_id, r.attempt, r.lease_token});
     return got;
   };
-  ops.record = [](pg::connection& c, const std::string& worker, const std::vector<held>& batch) {
+  ops.record = [budget](pg::connection& c, const std::string& worker,
+                        const std::vector<held>& batch) {
     store::store q{c};
     std::vector<store::outcome_record> outcomes;
     outcomes.reserve(batch.size());
@@ -87,6 +117,7 @@ spool_result spool_rate(const std::string& url, int credit, const options& opt,
       o.run_id = h.run_id;
       o.attempt = h.attempt;
       o.lease_token = h.lease_token;
+      o.cost = budget ? 0.01 : 0;
       outcomes.push_back(std::move(o));
     }
     int refused = 0;
@@ -108,8 +139,7 @@ spool_result spool_rate(const std::string& url, int credit, const options& opt,
     auto r = conn.exec("SELECT funcname, calls, round(self_time::numeric, 1), "
                        "round(total_time::numeric, 1) FROM pg_stat_user_functions "
                        "ORDER BY self_time DESC LIMIT 12");
-    std::printf("    profile (%s): function, calls, self ms, total ms\n",
-                provider ? "behind a provider" : "no provider");
+    std::printf("    profile (%s): function, calls, self ms, total ms\n", name_of(v));
     for (int i = 0; i < r.rows(); ++i)
       std::printf("      %-32s %8s %10s %10s\n", r.str(i, 0).c_str(), r.str(i, 1).c_str(),
                   r.str(i, 2).c_str(), r.str(i, 3).c_str());
@@ -119,6 +149,12 @@ spool_result spool_rate(const std::string& url, int credit, const options& opt,
     bench::error("spool: %lld of %d tasks completed", static_cast<long long>(completed),
                  opt.runs);
   bench::check_all_done_once(conn, opt.runs, "spool");
+  if (budget) {
+    double spent = conn.exec("SELECT spent::float8 FROM spool_spend WHERE scope = 'total'")
+                     .f64(0, 0);
+    if (std::abs(spent - 0.01 * opt.runs) > 1e-6)
+      bench::error("spool: %.2f USD spent, expected %.2f", spent, 0.01 * opt.runs);
+  }
   return out;
 }
 
@@ -145,7 +181,7 @@ int main(int argc, char** argv) {
               opt.rounds);
   for (int credit : {10, 32}) {
     std::vector<double> bare, ours, ratios, bare_cpu, our_cpu, cpu_ratios, limited,
-      limited_ratios;
+      limited_ratios, budgeted, budget_ratios;
     for (int round = 0; round < opt.rounds; ++round) {
       test::fresh_database db;
       auto b = bare_rate(db.url(), credit, opt, async_claim);
@@ -166,7 +202,7 @@ int main(int argc, char** argv) {
                   s.claim_us, s.record_calls, opt.runs / s.record_calls, s.record_us, b.claim_us,
                   s.cpu, s.wal_per_run);
       test::fresh_database db2;
-      auto p = spool_rate(db2.url(), credit, opt, true);
+      auto p = spool_rate(db2.url(), credit, opt, variant::provider);
       limited.push_back(p.rate);
       limited_ratios.push_back(p.rate / s.rate);
       std::printf("  credit %2d round %d: behind a provider never limiting %6.0f runs/s, %.2f "
@@ -175,6 +211,16 @@ int main(int argc, char** argv) {
                   credit, round + 1, p.rate, p.rate / s.rate, p.server_us, p.claim_cpu_us,
                   p.record_cpu_us, p.claim_calls, p.claim_us, p.record_calls,
                   opt.runs / p.record_calls, p.record_us);
+      test::fresh_database db3;
+      auto m = spool_rate(db3.url(), credit, opt, variant::budget);
+      budgeted.push_back(m.rate);
+      budget_ratios.push_back(m.rate / s.rate);
+      std::printf("  credit %2d round %d: behind a budget never reached %6.0f runs/s, %.2f "
+                  "of without | server cpu/run %4.1f us (claim %4.1f + record %4.1f) | %.0f "
+                  "claims of %.0f us, %.0f records of %.0f runs in %.0f us\n",
+                  credit, round + 1, m.rate, m.rate / s.rate, m.server_us, m.claim_cpu_us,
+                  m.record_cpu_us, m.claim_calls, m.claim_us, m.record_calls,
+                  opt.runs / m.record_calls, m.record_us);
       std::fflush(stdout);
     }
     std::printf("credit %2d median: baseline %6.0f/s, spool %6.0f runs/s, ratio %.2f; "
@@ -184,6 +230,9 @@ int main(int argc, char** argv) {
     std::printf("credit %2d median behind a provider: %6.0f runs/s, %.2f of without (goal >= "
                 "0.8)\n",
                 credit, median(limited), median(limited_ratios));
+    std::printf("credit %2d median behind a budget: %6.0f runs/s, %.2f of without (goal >= "
+                "0.8)\n",
+                credit, median(budgeted), median(budget_ratios));
   }
   return bench::exit_status();
 }

@@ -89,6 +89,10 @@ loaded_config load_config_source(const global_options& g, const std::string& pat
 
 /// The queue's view of the configured pipeline.
 std::vector<store::pipeline_stage> pipeline_of(const config::snapshot& cfg);
+/// Gives each task its run estimates (one per stage of pipeline_of(cfg))
+/// from its payload and the stages' prices; a task without an
+/// estimated_cost of its own is then estimated at their sum.
+void add_estimates(const config::snapshot& cfg, std::vector<store::new_task>& tasks);
 /// The config's data_dir made absolute (against the working directory) and
 /// created.
 std::string data_dir_for(const config::snapshot& cfg);
@@ -151,6 +155,18 @@ int cancel(const global_options& g, int64_t id);
 /// Each provider's limits, calls in flight, tokens, quota, pause and
 /// breaker state, and its last events.
 int providers(const global_options& g, bool as_json);
+
+// -- spool cost estimate|report ---------------------------------------------------
+
+/// Prints the estimate of a task with `payload` (a JSON object) under the
+/// pipeline of `config` (a file, or db), stage by stage.
+int cost_estimate(const global_options& g, const std::string& config, const std::string& payload,
+                  bool as_json);
+/// Prints the spend of budget day `day` ("YYYY-MM-DD"; empty: today) by
+/// `by` ("", client, campaign, provider or stage), with estimates against
+/// actual costs of the day's tasks.
+int cost_report(const global_options& g, const std::string& day, const std::string& by,
+                bool as_json);
 int status(const global_options& g, bool json);
 
 // -- spool run and spool demo ---------------------------------------------------------

@@ -50,7 +50,12 @@ std::string demo_payload(int i) {
                          "And that is the whole story."};
   for (int s = 0; s < 3; ++s)
     scenes.push_back(json::object{{"prompt", title + ": " + shots[s]}, {"narration", lines[s]}});
-  return json::serialize(json::object{{"title", title}, {"scenes", scenes}, {"images", 3}});
+  // Three scenes of 2 s: 6 s of video, one variation (what the prices count).
+  return json::serialize(json::object{{"title", title},
+                                      {"scenes", scenes},
+                                      {"images", 3},
+                                      {"duration_s", 6},
+                                      {"variations", 1}});
 }
 
 store::priority demo_priority(int i) {
@@ -266,6 +271,7 @@ int demo(const global_options& g, const demo_options& o) {
     tasks.push_back(std::move(t));
   }
   store::store q{conn};
+  add_estimates(*cfg, tasks);
   auto created = q.enqueue(tasks, pipeline_of(*cfg));
   std::vector<int64_t> ids;
   for (auto& c : created)

@@ -144,6 +144,37 @@ void add_queue_commands(CLI::App& app, action& act, const global_options& g) {
   on_run(pr, act, [&g, providers_json] { return providers(g, *providers_json); });
 }
 
+void add_cost_commands(CLI::App& app, action& act, const global_options& g) {
+  auto cost = app.add_subcommand("cost", "Cost estimates and the daily spend report");
+  cost->require_subcommand(1);
+  auto est = cost->add_subcommand("estimate",
+                                  "What a task with this payload is estimated to cost, stage by "
+                                  "stage, under the configured prices");
+  auto est_config = std::make_shared<std::string>("config/spool.json");
+  auto est_payload = std::make_shared<std::string>();
+  auto est_json = std::make_shared<bool>(false);
+  est->add_option("--config", *est_config,
+                  "Pipeline config (stages and prices): a file, or db for the newest stored "
+                  "version")->capture_default_str();
+  est->add_option("--payload", *est_payload, "The task's payload: a JSON object")->required();
+  est->add_flag("--json", *est_json, "Print JSON");
+  on_run(est, act, [&g, est_config, est_payload, est_json] {
+    return cost_estimate(g, *est_config, *est_payload, *est_json);
+  });
+  auto rep = cost->add_subcommand("report", "Spend of a budget day, with estimates against actual "
+                                            "costs of the day's tasks");
+  auto rep_day = std::make_shared<std::string>();
+  auto rep_by = std::make_shared<std::string>();
+  auto rep_json = std::make_shared<bool>(false);
+  rep->add_option("--day", *rep_day, "Budget day YYYY-MM-DD (default: today)");
+  rep->add_option("--by", *rep_by, "client, campaign, provider or stage (default: the total)")
+    ->check(CLI::IsMember({"client", "campaign", "provider", "stage"}));
+  rep->add_flag("--json", *rep_json, "Print JSON");
+  on_run(rep, act, [&g, rep_day, rep_by, rep_json] {
+    return cost_report(g, *rep_day, *rep_by, *rep_json);
+  });
+}
+
 void add_run_command(CLI::App& app, action& act, const global_options& g) {
   auto o = std::make_shared<run_options>();
   auto r = app.add_subcommand("run", "Run a worker: claim and execute stage runs");
@@ -199,6 +230,7 @@ int main(int argc, char** argv) {
   add_migrate_commands(app, act, g);
   add_config_commands(app, act, g);
   add_queue_commands(app, act, g);
+  add_cost_commands(app, act, g);
   add_run_command(app, act, g);
   add_demo_command(app, act, g);
   try {

@@ -56,6 +56,9 @@ void print_task(const json::object& t) {
               text_of(t.at("client_id")).c_str(), text_of(t.at("campaign_id")).c_str(),
               text_of(t.at("actual_cost")).c_str(), text_of(t.at("estimated_cost")).c_str(),
               text_of(t.at("retry_count")).c_str());
+  if (!t.at("overrun_at").is_null())
+    std::printf("  cost overrun since %s: actual past budgets.overrun_factor x the estimate\n",
+                text_of(t.at("overrun_at")).c_str());
   if (!t.at("video_url").is_null())
     std::printf("  video %s\n", text_of(t.at("video_url")).c_str());
   if (!t.at("error_message").is_null())
@@ -128,6 +131,19 @@ void print_status(const json::object& s) {
   std::printf("\ntasks:");
   for (auto& [state, n] : s.at("tasks").as_object())
     std::printf(" %s %lld", std::string{state}.c_str(), static_cast<long long>(n.as_int64()));
+  if (auto* c = s.if_contains("cost")) {
+    auto& m = c->as_object();
+    auto limit = [&](const char* key) {
+      return m.at(key).is_null() ? std::string("none") : text_of(m.at(key)) + " USD";
+    };
+    std::printf("\ncost today (%s): %s USD spent, %s reserved; soft budget %s, hard %s%s; "
+                "%lld task(s) past their estimate",
+                text_of(m.at("day")).c_str(), text_of(m.at("spent")).c_str(),
+                text_of(m.at("reserved")).c_str(), limit("soft_usd").c_str(),
+                limit("hard_usd").c_str(),
+                m.at("held_back").as_bool() ? " (paid work held back)" : "",
+                static_cast<long long>(m.at("overruns").as_int64()));
+  }
   std::printf("\nready by channel:");
   int shown = 0;
   for (auto& c : s.at("channels").as_array()) {
@@ -241,6 +257,7 @@ int enqueue(const global_options& g, const enqueue_options& o) {
   auto cfg = load_config_source(g, o.config).config;
   pg::connection conn{database_url(g, cfg.get())};
   store::store q{conn};
+  add_estimates(*cfg, tasks);
   auto res = q.enqueue(tasks, pipeline_of(*cfg));
   for (auto& r : res)
     std::cout << r.task_id << (r.created ? "" : " (exists)") << "\n";

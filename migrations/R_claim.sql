@@ -74,6 +74,14 @@ DECLARE
   v_held TEXT;
   v_wait BIGINT;
   v_charged BOOLEAN;
+  -- budgets
+  v_costs NUMERIC[];        -- the estimates of the runs walked to (v_ids, in order)
+  v_prov_n INTEGER := 0;    -- runs the provider admitted
+  v_b RECORD;               -- spool_budget_admit's answer
+  v_bday TIMESTAMPTZ;       -- the budget day reserved on (NULL: nothing reserved)
+  v_bclients BIGINT[];      -- runs also reserved on their client's row
+  v_bheld TEXT;             -- why the budgets held paid runs back
+  v_bwait BIGINT;
 BEGIN
   -- A claim lost in a server crash only puts the run back in the queue; the
   -- worker's later outcome is then refused by the fence (a re-claim by the
@@ -117,26 +125,26 @@ BEGIN
               coalesce((v_hints ->> (p_stage || '/high'))::bigint, 0),
               coalesce((v_hints ->> (p_stage || '/normal'))::bigint, 0),
               coalesce((v_hints ->> (p_stage || '/low'))::bigint, 0)] END;
-  SELECT array_agg(p.id),
+  SELECT array_agg(p.id), array_agg(p.est_cost),
          ARRAY[min(p.fair_round) FILTER (WHERE p.priority = 'high'),
                min(p.fair_round) FILTER (WHERE p.priority = 'normal'),
                min(p.fair_round) FILTER (WHERE p.priority = 'low')]
-    INTO v_ids, v_heads
+    INTO v_ids, v_costs, v_heads
     FROM (
       SELECT * FROM (
-        SELECT r.id, r.priority, r.fair_round FROM stage_runs r
+        SELECT r.id, r.priority, r.fair_round, r.est_cost FROM stage_runs r
          WHERE r.stage = p_stage AND r.priority = 'high' AND r.state = 'ready'
            AND r.fair_round >= v_from[1]
          ORDER BY r.fair_round, r.fair_seq LIMIT v_lim FOR UPDATE SKIP LOCKED) h
       UNION ALL -- run in order, and only as far as the LIMIT below needs
       SELECT * FROM (
-        SELECT r.id, r.priority, r.fair_round FROM stage_runs r
+        SELECT r.id, r.priority, r.fair_round, r.est_cost FROM stage_runs r
          WHERE r.stage = p_stage AND r.priority = 'normal' AND r.state = 'ready'
            AND r.fair_round >= v_from[2]
          ORDER BY r.fair_round, r.fair_seq LIMIT v_lim FOR UPDATE SKIP LOCKED) n
       UNION ALL
       SELECT * FROM (
-        SELECT r.id, r.priority, r.fair_round FROM stage_runs r
+        SELECT r.id, r.priority, r.fair_round, r.est_cost FROM stage_runs r
          WHERE r.stage = p_stage AND r.priority = 'low' AND r.state = 'ready'
            AND r.fair_round >= v_from[3]
          ORDER BY r.fair_round, r.fair_seq LIMIT v_lim FOR UPDATE SKIP LOCKED) l
@@ -192,6 +200,25 @@ BEGIN
       v_units := v_t.units;
       v_need := v_t.next_units;
       v_total := v_t.total;
+      v_costs := (SELECT array_agg(r.est_cost ORDER BY x.k)
+                    FROM unnest(v_ids) WITH ORDINALITY AS x(id, k)
+                    JOIN stage_runs r ON r.id = x.id);
+    END IF;
+    v_prov_n := coalesce(cardinality(v_ids), 0);
+    -- The hard budgets may hold paid runs back: the provider is charged for
+    -- what is claimed.
+    IF v_ids IS NOT NULL AND 0 < ANY (v_costs) THEN
+      v_b := spool_budget_admit(v_ids, v_costs, p_stage);
+      v_bday := v_b.day;
+      v_bclients := v_b.clients;
+      v_bheld := v_b.held;
+      v_bwait := v_b.wait_ms;
+      IF coalesce(cardinality(v_b.ids), 0) < v_prov_n THEN
+        v_ids := v_b.ids;
+        v_total := CASE WHEN v_units IS NULL THEN coalesce(cardinality(v_ids) * v_each, 0)
+                        ELSE (SELECT coalesce(sum((v_units ->> x::text)::float8), 0)
+                                FROM unnest(v_ids) AS x) END;
+      END IF;
     END IF;
     IF v_fell AND coalesce(v_primary_need, v_a.quota_need) IS NOT NULL THEN
       -- The primary's quota cannot cover the next run: that is its exhaustion.
@@ -210,6 +237,14 @@ BEGIN
       END IF;
     END IF;
   END IF;
+  IF p_provider IS NULL AND v_ids IS NOT NULL AND 0 < ANY (v_costs) THEN
+    v_b := spool_budget_admit(v_ids, v_costs, p_stage);
+    v_ids := v_b.ids;
+    v_bday := v_b.day;
+    v_bclients := v_b.clients;
+    v_bheld := v_b.held;
+    v_bwait := v_b.wait_ms;
+  END IF;
   IF v_ids IS NOT NULL THEN
     RETURN QUERY
     WITH claimed AS (
@@ -218,7 +253,10 @@ BEGIN
              lease_token = p_token, lease_expires_at = now() + p_lease_ms * interval '1 millisecond',
              claimed_at = now(), updated_at = now(),
              provider = v_prov,
-             units_charged = coalesce((v_units ->> r.id::text)::float8, v_each)
+             units_charged = coalesce((v_units ->> r.id::text)::float8, v_each),
+             reserved = CASE WHEN v_bday IS NOT NULL AND r.est_cost > 0 THEN r.est_cost END,
+             reserved_day = CASE WHEN v_bday IS NOT NULL AND r.est_cost > 0 THEN v_bday END,
+             reserved_client = coalesce(r.id = ANY (v_bclients), false)
        WHERE r.id = ANY (v_ids)
       RETURNING r.id, r.task_id, r.stage, r.attempt, r.failed_attempts, r.lost_attempts,
                 r.snoozed_ms, r.max_retries, r.channel_id, r.priority, r.depends_on, r.fair_round,
@@ -242,8 +280,8 @@ BEGIN
 
   -- Held back by the provider while runs remained: say why, and for how long.
   IF p_provider IS NOT NULL
-     AND coalesce(cardinality(v_ids), 0) < p_limit
-     AND coalesce(cardinality(v_cand), 0) > coalesce(cardinality(v_ids), 0) THEN
+     AND v_prov_n < p_limit
+     AND coalesce(cardinality(v_cand), 0) > v_prov_n THEN
     -- The same admission again, now that this claim is counted.
     v_h := spool_provider_hold(v_prov, p_stage, v_now, v_need);
     v_held := v_h.reasons;
@@ -253,6 +291,12 @@ BEGIN
       v_held := v_h1.reasons || '; fallback ' || p_fallback || ': ' || v_held;
       v_wait := least(v_h1.wait_ms, v_wait);
     END IF;
+  END IF;
+  IF v_bheld IS NOT NULL THEN
+    v_held := concat_ws('; ', v_held, v_bheld);
+    v_wait := CASE WHEN v_held = v_bheld THEN v_bwait ELSE least(v_wait, v_bwait) END;
+  END IF;
+  IF v_held IS NOT NULL THEN
     RETURN QUERY SELECT NULL::BIGINT, NULL::BIGINT, p_stage, NULL::INTEGER, NULL::INTEGER,
                         NULL::INTEGER, NULL::BIGINT, NULL::INTEGER, NULL::TEXT,
                         NULL::spool_priority, NULL::JSONB, NULL::JSONB, v_prov, v_wait, v_held;

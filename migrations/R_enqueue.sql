@@ -1,11 +1,16 @@
 -- Enqueue many videos in one call. p_pipeline: [{"name", "after": [...],
--- "optional", "max_retries", "max_lost"}, ...]. Returns one row per input, in order:
+-- "optional", "max_retries", "max_lost"}, ...]. p_run_costs: each task's run
+-- estimates, one per pipeline stage in pipeline order, task after task (NULL:
+-- every run free). Returns one row per input, in order:
 -- the task id and whether it was created (false: the idempotency key existed).
 -- Runs without inputs are inserted ready, in the fair order (in input order
 -- within a channel), and idle workers are woken.
+DROP FUNCTION IF EXISTS spool_enqueue(TEXT[], TEXT[], TEXT[], TEXT[], JSONB[], TEXT[], NUMERIC[],
+                                      JSONB);
 CREATE OR REPLACE FUNCTION spool_enqueue(
   p_clients TEXT[], p_campaigns TEXT[], p_channels TEXT[], p_priorities TEXT[],
-  p_payloads JSONB[], p_keys TEXT[], p_estimates NUMERIC[], p_pipeline JSONB)
+  p_payloads JSONB[], p_keys TEXT[], p_estimates NUMERIC[], p_pipeline JSONB,
+  p_run_costs NUMERIC[] DEFAULT NULL)
 RETURNS TABLE (ord INTEGER, task_id BIGINT, created BOOLEAN)
 LANGUAGE plpgsql
 -- Generic plans, planned once per session: with custom plans (the default
@@ -23,6 +28,7 @@ DECLARE
   v_root_prios spool_priority[];
   v_root_channels TEXT[];
   v_rounds BIGINT[];
+  v_stages INTEGER := jsonb_array_length(p_pipeline);
 BEGIN
   -- Ids are drawn up front so that each input row knows its task; a row whose
   -- idempotency key exists already inserts nothing. What the runs need of a
@@ -80,15 +86,17 @@ BEGIN
     )
     INSERT INTO stage_runs (task_id, stage, channel_id, priority, state, optional,
                             max_retries, max_lost, depends_on, deps_pending, ready_at,
-                            fair_round, fair_seq)
+                            fair_round, fair_seq, est_cost)
     SELECT n.id, s.name, n.channel, n.prio,
            CASE WHEN cardinality(s.after) > 0 THEN 'blocked' ELSE 'ready' END::spool_run_state,
            s.optional, s.max_retries, s.max_lost, s.after, cardinality(s.after),
            CASE WHEN cardinality(s.after) = 0 THEN now() END,
            CASE WHEN cardinality(s.after) = 0
                 THEN v_rounds[(n.pos - 1) * s.roots + coalesce(s.roots_before, 0) + 1] END,
-           CASE WHEN cardinality(s.after) = 0 THEN nextval('spool_fair_seq') END
-      FROM unnest(v_ids, v_prios, v_channels) WITH ORDINALITY AS n(id, prio, channel, pos)
+           CASE WHEN cardinality(s.after) = 0 THEN nextval('spool_fair_seq') END,
+           coalesce(p_run_costs[(n.ord - 1) * v_stages + s.pos], 0)
+      FROM unnest(v_ids, v_prios, v_channels, v_ords) WITH ORDINALITY
+           AS n(id, prio, channel, ord, pos)
       CROSS JOIN stages s
      ORDER BY n.pos, s.pos;
 

@@ -20,6 +20,11 @@
 -- lock a task before its runs; racing an outcome of that task they can
 -- deadlock (rarely): the store retries.
 --
+-- Cost: an outcome's cost adds to its task's actual_cost; a task that passes
+-- its estimate times budgets.overrun_factor gets overrun_at and one
+-- cost_overrun event. Outcomes that cost something or give back a budget
+-- reservation go to spool_budget_outcomes (R_budgets.sql) at the very end.
+--
 -- Providers: outcomes of runs a provider admitted (stage_runs.provider) go to
 -- spool_provider_outcomes (R_provider_outcomes.sql) at the end: breaker,
 -- pauses, units a release gives back, wake-ups of stages waiting for a slot.
@@ -49,6 +54,10 @@ DECLARE
   -- accepted outcomes of runs a provider admitted
   v_p_names TEXT[]; v_p_stages TEXT[]; v_p_kinds TEXT[]; v_p_classes TEXT[];
   v_p_delays BIGINT[]; v_p_units FLOAT8[]; v_p_claimed TIMESTAMPTZ[];
+  -- accepted outcomes that cost something or give a reservation back
+  v_b_ids BIGINT[]; v_b_costs NUMERIC[]; v_b_reserved NUMERIC[]; v_b_days TIMESTAMPTZ[];
+  v_b_clients BOOLEAN[];
+  v_overruns BIGINT[];         -- tasks whose actual cost just passed the overrun line
 BEGIN
   WITH input AS (
     SELECT * FROM unnest(p_workers, p_runs, p_attempts, p_tokens, p_kinds, p_delays_ms,
@@ -96,7 +105,8 @@ BEGIN
               coalesce(i.cost, 0) AS cost, i.class,
               coalesce(r.error_message, i.message) AS message,
               i.kind IN ('retry', 'lost', 'fail') AS counted, i.started_us, i.finished_us,
-              r.provider, r.units_charged, r.claimed_at, i.delay_ms
+              r.provider, r.units_charged, r.claimed_at, i.delay_ms,
+              r.reserved, r.reserved_day, r.reserved_client
   ), closed AS (
     UPDATE stage_attempts a SET
       started_at = CASE WHEN x.started_us > 0
@@ -153,16 +163,26 @@ BEGIN
       finished_at = CASE
         WHEN t.finished_at IS NULL AND (p.failed OR t.runs_pending - p.finished <= 0) THEN now()
         ELSE t.finished_at END,
+      -- The overrun line: once, the first time the actual cost passes it.
+      overrun_at = CASE
+        WHEN t.overrun_at IS NULL AND p.cost > 0 AND t.estimated_cost > 0
+             AND t.actual_cost + p.cost
+                 > t.estimated_cost * (SELECT b.overrun_factor FROM spool_budgets b
+                                        WHERE b.scope = 'total')
+          THEN now() ELSE t.overrun_at END,
       updated_at = now()
       FROM per_task p WHERE t.id = p.task_id
-    RETURNING t.id, t.runs_pending, p.resolved, p.failed
+    RETURNING t.id, t.runs_pending, p.resolved, p.failed,
+              p.cost > 0 AND t.overrun_at = now() AS overran
   )
   -- Two one-row aggregates side by side (a join of applied and bookkept
   -- would be planned for one row each, and be quadratic).
   SELECT a.ids, a.states, a.rejoin, b.res_tasks, b.res_stages, f.failed_tasks,
-         a.p_names, a.p_stages, a.p_kinds, a.p_classes, a.p_delays, a.p_units, a.p_claimed
+         a.p_names, a.p_stages, a.p_kinds, a.p_classes, a.p_delays, a.p_units, a.p_claimed,
+         a.b_ids, a.b_costs, a.b_reserved, a.b_days, a.b_clients, f.overruns
     INTO v_ids, v_states, v_rejoin, v_res_tasks, v_res_stages, v_failed_tasks,
-         v_p_names, v_p_stages, v_p_kinds, v_p_classes, v_p_delays, v_p_units, v_p_claimed
+         v_p_names, v_p_stages, v_p_kinds, v_p_classes, v_p_delays, v_p_units, v_p_claimed,
+         v_b_ids, v_b_costs, v_b_reserved, v_b_days, v_b_clients, v_overruns
     FROM (SELECT array_agg(x.id) AS ids, array_agg(x.state) AS states,
                  array_agg(x.id ORDER BY x.id) FILTER (WHERE x.state = 'ready') AS rejoin,
                  -- (one order for all seven: the rows' own)
@@ -172,13 +192,24 @@ BEGIN
                  array_agg(x.class) FILTER (WHERE x.provider IS NOT NULL) AS p_classes,
                  array_agg(x.delay_ms) FILTER (WHERE x.provider IS NOT NULL) AS p_delays,
                  array_agg(x.units_charged) FILTER (WHERE x.provider IS NOT NULL) AS p_units,
-                 array_agg(x.claimed_at) FILTER (WHERE x.provider IS NOT NULL) AS p_claimed
+                 array_agg(x.claimed_at) FILTER (WHERE x.provider IS NOT NULL) AS p_claimed,
+                 -- (and one for these five)
+                 array_agg(x.id) FILTER (WHERE x.cost > 0 OR x.reserved IS NOT NULL) AS b_ids,
+                 array_agg(x.cost) FILTER (WHERE x.cost > 0 OR x.reserved IS NOT NULL) AS b_costs,
+                 array_agg(x.reserved)
+                   FILTER (WHERE x.cost > 0 OR x.reserved IS NOT NULL) AS b_reserved,
+                 array_agg(x.reserved_day)
+                   FILTER (WHERE x.cost > 0 OR x.reserved IS NOT NULL) AS b_days,
+                 array_agg(x.reserved_client)
+                   FILTER (WHERE x.cost > 0 OR x.reserved IS NOT NULL) AS b_clients
             FROM applied x) a,
          -- only tasks with runs left can have runs waiting for these
          (SELECT array_agg(k.id) AS res_tasks, array_agg(r.stage) AS res_stages
             FROM bookkept k CROSS JOIN LATERAL unnest(k.resolved) AS r(stage)
            WHERE k.runs_pending > 0) b,
-         (SELECT array_agg(k.id) AS failed_tasks FROM bookkept k WHERE k.failed) f;
+         (SELECT array_agg(k.id) FILTER (WHERE k.failed) AS failed_tasks,
+                 array_agg(k.id) FILTER (WHERE k.overran) AS overruns
+            FROM bookkept k) f;
 
   -- Immediate retries and releases rejoin the queue now.
   IF v_rejoin IS NOT NULL THEN
@@ -215,6 +246,26 @@ BEGIN
      AND spool_provider_outcomes_needed(v_p_names, v_p_kinds, v_p_classes, v_p_units) THEN
     PERFORM spool_provider_outcomes(v_p_names, v_p_stages, v_p_kinds, v_p_classes, v_p_delays,
                                     v_p_units, v_p_claimed);
+  END IF;
+
+  -- Spend, reservations given back, soft budget warnings (R_budgets.sql);
+  -- after the providers, whose rows claims lock before the budgets'.
+  IF v_b_ids IS NOT NULL THEN
+    PERFORM spool_budget_outcomes(v_b_ids, v_b_costs, v_b_reserved, v_b_days, v_b_clients);
+  END IF;
+
+  -- A task whose actual cost passed its estimate times the overrun factor:
+  -- one event, the first time.
+  IF v_overruns IS NOT NULL THEN
+    INSERT INTO spool_provider_events (provider, kind, message, task_id)
+    SELECT 'task:' || t.id, 'cost_overrun',
+           format('task %s: actual cost %s USD is past %s x its estimate of %s USD',
+                  t.id, trim_scale(t.actual_cost), b.overrun_factor,
+                  trim_scale(t.estimated_cost)),
+           t.id
+      FROM tasks t CROSS JOIN spool_budgets b
+     WHERE t.id = ANY (v_overruns) AND b.scope = 'total'
+     ORDER BY t.id;
   END IF;
 
   -- In input order; a refused run reports the state it is in.

@@ -94,6 +94,8 @@ std::string_view to_string(property_type t) noexcept {
       return "string list";
     case property_type::string_map:
       return "string map";
+    case property_type::number_map:
+      return "number map";
     case property_type::object:
       return "object";
     case property_type::object_list:
@@ -279,6 +281,12 @@ void from_json(const json::value& v, std::map<std::string, std::string>& out) {
     out.emplace(std::string(kv.key()), std::string(kv.value().get_string()));
 }
 
+void from_json(const json::value& v, std::map<std::string, double>& out) {
+  out.clear();
+  for (const auto& kv : v.get_object())
+    out.emplace(std::string(kv.key()), *as_number(kv.value()));
+}
+
 template <class E>
   requires std::is_enum_v<E>
 void from_json(const json::value& v, E& out) {
@@ -321,6 +329,13 @@ json::value to_json(const std::map<std::string, std::string>& xs) {
   return obj;
 }
 
+json::value to_json(const std::map<std::string, double>& xs) {
+  json::object obj;
+  for (const auto& [k, v] : xs)
+    obj[k] = v;
+  return obj;
+}
+
 template <class E>
   requires std::is_enum_v<E>
 json::value to_json(E e) {
@@ -340,6 +355,8 @@ constexpr property_type type_of() {
     return property_type::string;
   else if constexpr (std::is_same_v<T, std::vector<std::string>>)
     return property_type::string_list;
+  else if constexpr (std::is_same_v<T, std::map<std::string, double>>)
+    return property_type::number_map;
   else
     return property_type::string_map;
 }
@@ -572,6 +589,38 @@ std::string check_field_name(const json::value& v) {
          + value_text(v);
 }
 
+/// Each element a payload field name: [A-Za-z_][A-Za-z0-9_]{0,62}.
+std::string check_field_names(const json::value& v) {
+  const auto& arr = v.get_array();
+  for (std::size_t i = 0; i < arr.size(); ++i) {
+    if (arr[i].get_string().empty())
+      return "element " + std::to_string(i) + " must name a payload field, got \"\"";
+    if (auto msg = check_field_name(arr[i]); !msg.empty())
+      return "element " + std::to_string(i) + " " + msg;
+  }
+  return {};
+}
+
+/// A payload field name, not empty.
+std::string check_required_field_name(const json::value& v) {
+  if (v.get_string().empty())
+    return "must name a payload field";
+  return check_field_name(v);
+}
+
+/// Client ids as tasks carry them: 1..128 characters, no control characters.
+std::string check_client_ids(const json::value& v) {
+  for (const auto& kv : v.get_object()) {
+    auto k = std::string_view(kv.key());
+    if (k.empty() || k.size() > 128
+        || std::any_of(k.begin(), k.end(),
+                       [](char c) { return static_cast<unsigned char>(c) < 0x20; }))
+      return "keys must be client ids of 1..128 characters without control "
+             "characters, got " + value_text(json::string(k));
+  }
+  return {};
+}
+
 /// A time of day "HH:MM", 00:00..23:59.
 std::string check_clock_time(const json::value& v) {
   auto s = std::string_view(v.get_string());
@@ -751,6 +800,60 @@ const std::vector<property<snapshot>>& root_properties() {
       .live()
       .doc("Seconds an actor waits for one database call before it gives up "
            "on the reply (client-side deadline)."),
+    group<snapshot>("budgets", property_type::object)
+      .live()
+      .doc("Daily spending limits held across all workers."),
+    field<&snapshot::budgets, &budget_config::soft_usd>("budgets.soft_usd")
+      .def("100")
+      .between(0, 10000000)
+      .live()
+      .doc("USD spent in a day past which a warning event fires, once a day; "
+           "0: none."),
+    field<&snapshot::budgets, &budget_config::hard_usd>("budgets.hard_usd")
+      .def("150")
+      .between(0, 10000000)
+      .live()
+      .doc("USD a day that new paid work may not pass: claims reserve their "
+           "runs' estimates against it; 0: no limit."),
+    field<&snapshot::budgets, &budget_config::reset_at>("budgets.reset_at")
+      .def(R"("00:00")")
+      .check(check_clock_time, "HH:MM")
+      .live()
+      .doc("Local time in time_zone when the budget day starts."),
+    field<&snapshot::budgets, &budget_config::time_zone>("budgets.time_zone")
+      .def(R"("UTC")")
+      .check(check_time_zone, "[A-Za-z0-9_+/-], not empty")
+      .live()
+      .doc("IANA time zone of reset_at; PostgreSQL checks that it exists when "
+           "a worker writes the budgets."),
+    field<&snapshot::budgets, &budget_config::day_s>("budgets.day_s")
+      .def("86400")
+      .between(1, 86400)
+      .live()
+      .doc("Seconds a budget day lasts; 86400: a day from reset_at, shorter "
+           "ones (for tests) start at multiples of the length since the "
+           "epoch."),
+    field<&snapshot::budgets, &budget_config::overrun_factor>(
+      "budgets.overrun_factor")
+      .def("1.2")
+      .between(1, 100)
+      .live()
+      .doc("A task whose actual cost passes its estimate times this fires "
+           "one cost_overrun event."),
+    field<&snapshot::budgets, &budget_config::client_soft_usd>(
+      "budgets.client_soft_usd")
+      .def("{}")
+      .between(0, 10000000)
+      .check(check_client_ids, "client ids")
+      .live()
+      .doc("Soft budgets of single clients: client id -> USD a day."),
+    field<&snapshot::budgets, &budget_config::client_hard_usd>(
+      "budgets.client_hard_usd")
+      .def("{}")
+      .between(0, 10000000)
+      .check(check_client_ids, "client ids")
+      .live()
+      .doc("Hard budgets of single clients: client id -> USD a day."),
     group<snapshot>("providers", property_type::object_list)
       .def("[]")
       .rule("names unique")
@@ -764,6 +867,54 @@ const std::vector<property<snapshot>>& root_properties() {
       .doc("The pipeline's stages, in file order."),
   };
   return table;
+}
+
+/// Appends the keys of the price term stored at stage member Term
+/// ("price", "price.instead", "price.plus") under `prefix`, after the
+/// optional object itself (present when Has is set). `when_rule`: "" when
+/// `when` may be empty, else its rule for docs.
+template <price_term stage_config::*Term, bool stage_config::*Has>
+void add_price_properties(std::vector<property<stage_config>>& table,
+                          const std::string& prefix, bool when_required,
+                          std::string_view description, std::string_view when_doc) {
+  using sc = stage_config;
+  using pt = price_term;
+  auto key = [&](std::string_view k) { return prefix + "." + std::string(k); };
+  table.push_back(group<sc>(prefix, property_type::object)
+                    .optional_object([](const sc& s) { return s.*Has; },
+                                     [](sc& s) { s.*Has = true; })
+                    .live()
+                    .doc(description));
+  auto when = field<Term, &pt::when>(key("when"));
+  if (when_required)
+    when.required().check(check_required_field_name, "[A-Za-z_][A-Za-z0-9_]{0,62}");
+  else
+    when.def(R"("")").check(check_field_name, "[A-Za-z_][A-Za-z0-9_]{0,62} or empty");
+  table.insert(table.end(), {
+    field<Term, &pt::model>(key("model"))
+      .def(R"("")")
+      .live()
+      .doc("The provider's model the price is for (flux-pro), shown in "
+           "estimates and reports."),
+    field<Term, &pt::per_call>(key("per_call"))
+      .def("0")
+      .between(0, 10000)
+      .live()
+      .doc("USD per call."),
+    field<Term, &pt::per_unit>(key("per_unit"))
+      .def("0")
+      .between(0, 10000)
+      .live()
+      .doc("USD per unit."),
+    field<Term, &pt::units>(key("units"))
+      .def("[]")
+      .check(check_field_names, "payload field names")
+      .live()
+      .doc("Payload fields whose product is a call's units (duration_s, "
+           "variations); a number counts as itself, an array as its length, "
+           "true as 1; a field absent counts 1. None: one unit."),
+    when.live().doc(when_doc),
+  });
 }
 
 /// Appends the keys of the executor object stored at stage member Base
@@ -1061,6 +1212,23 @@ const std::vector<property<stage_config>>& stage_properties() {
       t, "fallback.executor",
       "Executor of calls sent to the fallback, with the keys and rules of "
       "executor; absent: a copy of executor.");
+    add_price_properties<&sc::price, &sc::has_price>(
+      t, "price", false,
+      "What a call costs: per_call + per_unit x units, estimated from the "
+      "payload at enqueue; absent: the stage is free and never waits for a "
+      "budget.",
+      "Payload field that must be set (true, non-zero, not empty) for the "
+      "stage to cost anything; empty: always.");
+    add_price_properties<&sc::price_instead, &sc::has_price_instead>(
+      t, "price.instead", true,
+      "A term that replaces price's own when its when field is set (an HD "
+      "model); absent: none.",
+      "Payload field that selects this term.");
+    add_price_properties<&sc::price_plus, &sc::has_price_plus>(
+      t, "price.plus", true,
+      "A term added to the price when its when field is set (an upscale); "
+      "absent: none.",
+      "Payload field that adds this term.");
     return t;
   }();
   return table;
@@ -1635,6 +1803,26 @@ private:
           return false;
         break;
       }
+      case property_type::number_map: {
+        if (!v.is_object()) {
+          add(path, "must be an object of numbers, got " + value_text(v));
+          return false;
+        }
+        bool ok = true;
+        for (const auto& kv : v.get_object()) {
+          auto x = as_number(kv.value());
+          if (!x) {
+            add(join_path(path, kv.key()),
+                "must be a number, got " + value_text(kv.value()));
+            ok = false;
+          } else if (!check_bounds(p, *x, kv.value(), join_path(path, kv.key()))) {
+            ok = false;
+          }
+        }
+        if (!ok)
+          return false;
+        break;
+      }
       case property_type::object:
       case property_type::object_list:
         break;
@@ -1912,6 +2100,11 @@ std::string providers_json(const snapshot& s) {
   if (auto* p = doc.as_object().if_contains("providers"))
     return json::serialize(*p);
   return "[]";
+}
+
+std::string budgets_json(const snapshot& s) {
+  auto doc = json::parse(canonical_json(s));
+  return json::serialize(doc.as_object().at("budgets"));
 }
 
 std::string compute_version(const snapshot& s) {

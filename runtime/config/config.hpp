@@ -367,6 +367,68 @@ struct provider_config {
   bool operator==(const provider_config&) const = default;
 };
 
+// -- prices -------------------------------------------------------------------
+
+/// One term of a stage's price model ("price", "price.instead" and
+/// "price.plus" in a stage). A term costs per_call + per_unit x units, where
+/// units is the product of the payload fields named in `units` (see
+/// cost.hpp for how a field counts). Every key is live; a task's estimate is
+/// made when it is enqueued, so a change of prices reaches tasks enqueued
+/// after it.
+struct price_term {
+  /// The provider's model the price is for ("flux-pro"), shown in estimates
+  /// and reports. Defaults to empty.
+  std::string model;
+  /// USD per call. 0..10000. Defaults to 0.
+  double per_call = 0;
+  /// USD per unit. 0..10000. Defaults to 0.
+  double per_unit = 0;
+  /// Payload fields whose product is the call's units ("duration_s",
+  /// "variations"). Defaults to none: one unit.
+  std::vector<std::string> units;
+  /// A payload field that selects the term: it applies when the field is
+  /// true or a non-zero number, or a non-empty string, array or object.
+  /// Required in "price.instead" and "price.plus"; in "price", empty (the
+  /// default) means always.
+  std::string when;
+
+  bool operator==(const price_term&) const = default;
+};
+
+// -- budgets ------------------------------------------------------------------
+
+/// Daily spending limits across every worker ("budgets"). A day starts at
+/// reset_at in time_zone. Every key is live: workers write the limits to
+/// the database when they start and on every reload.
+struct budget_config {
+  /// Spend in a day (USD) past which a warning event fires, once a day;
+  /// 0: no warning. 0..10000000. Defaults to 100.
+  double soft_usd = 100;
+  /// Spend in a day (USD) that no new paid work may pass: a claim reserves
+  /// its runs' estimates and is refused what would take reservations plus
+  /// spend past it; 0: no limit. 0..10000000. Defaults to 150.
+  double hard_usd = 150;
+  /// When the budget day starts, "HH:MM" local time. Defaults to "00:00".
+  std::string reset_at = "00:00";
+  /// IANA time zone of reset_at. Defaults to "UTC".
+  std::string time_zone = "UTC";
+  /// Length of a budget day in seconds: 86400 (the default) is a day from
+  /// reset_at in time_zone; a shorter one (for tests) starts at multiples of
+  /// its length since the epoch. 1..86400.
+  double day_s = 86400;
+  /// A task whose actual cost passes its estimate times this fires one
+  /// cost_overrun event. 1..100. Defaults to 1.2.
+  double overrun_factor = 1.2;
+  /// Soft budgets of single clients (client id -> USD a day). Defaults to
+  /// none.
+  std::map<std::string, double> client_soft_usd;
+  /// Hard budgets of single clients (client id -> USD a day), held like
+  /// hard_usd. Defaults to none.
+  std::map<std::string, double> client_hard_usd;
+
+  bool operator==(const budget_config&) const = default;
+};
+
 // -- stages -------------------------------------------------------------------
 
 /// One stage of the pipeline (an element of "stages"). Live, except what
@@ -418,6 +480,18 @@ struct stage_config {
   /// `executor`; without "fallback" it keeps the defaults of
   /// executor_config.
   executor_config fallback_executor;
+  /// The price model ("price"): absent (has_price false), the stage is free
+  /// and its runs never wait for a budget.
+  bool has_price = false;
+  price_term price;
+  /// A term used instead of `price` when its `when` field is set
+  /// ("price.instead": an HD model). Only with has_price.
+  bool has_price_instead = false;
+  price_term price_instead;
+  /// A term added to the price when its `when` field is set ("price.plus":
+  /// an upscale). Only with has_price.
+  bool has_price_plus = false;
+  price_term price_plus;
 
   /// The unscaled timeout.
   std::chrono::milliseconds timeout() const noexcept {
@@ -448,6 +522,8 @@ struct snapshot {
   std::vector<stage_config> stages;
   /// Providers in file order ("providers"). Defaults to none.
   std::vector<provider_config> providers;
+  /// Daily budgets ("budgets").
+  budget_config budgets;
   /// Hash of the canonical JSON (see canonical_json): equal configurations
   /// have equal versions. Set by parse/validate; not part of the hash.
   std::string version;
@@ -479,7 +555,7 @@ struct snapshot {
   bool operator==(const snapshot& other) const {
     return data_dir == other.data_dir && database_url == other.database_url
            && worker == other.worker && stages == other.stages
-           && providers == other.providers;
+           && providers == other.providers && budgets == other.budgets;
   }
 };
 
@@ -540,6 +616,10 @@ std::string canonical_json(const snapshot& s);
 /// The "providers" array of canonical_json(s): what the database keeps of
 /// the providers' limits (store::sync_providers).
 std::string providers_json(const snapshot& s);
+
+/// The "budgets" object of canonical_json(s): what the database keeps of
+/// the budgets (store::sync_budgets).
+std::string budgets_json(const snapshot& s);
 
 /// FNV-1a 64 of canonical_json(s), as 16 lowercase hex digits.
 std::string compute_version(const snapshot& s);
@@ -634,6 +714,7 @@ enum class property_type {
   string,
   string_list,
   string_map,
+  number_map,
   object,
   object_list,
 };

@@ -79,6 +79,28 @@ json::value queue_status(pg::connection& conn) {
     tasks[ts.str(i, 0)] = ts.i64(i, 1);
   out["tasks"] = std::move(tasks);
 
+  // Today's money: spend and reservations against the budgets, and the
+  // tasks whose actual cost passed the overrun line today.
+  auto money = conn.exec(
+    "SELECT to_char(d.day_start AT TIME ZONE b.time_zone, 'YYYY-MM-DD'), "
+    "coalesce(s.spent, 0)::float8, coalesce(s.reserved, 0)::float8, b.soft_usd::float8, "
+    "b.hard_usd::float8, "
+    "(SELECT count(*) FROM tasks t WHERE t.overrun_at >= d.day_start), "
+    "b.waiting_stages <> '{}' "
+    "FROM spool_budgets b CROSS JOIN spool_budget_day(now()) d "
+    "LEFT JOIN spool_spend s ON s.day = d.day_start AND s.scope = 'total' "
+    "WHERE b.scope = 'total'",
+    {}, "reading today's spend");
+  if (money.rows() > 0) {
+    auto opt = [&](int col) {
+      return money.is_null(0, col) ? json::value(nullptr) : json::value(money.f64(0, col));
+    };
+    out["cost"] = json::object{{"day", money.str(0, 0)},      {"spent", money.f64(0, 1)},
+                               {"reserved", money.f64(0, 2)}, {"soft_usd", opt(3)},
+                               {"hard_usd", opt(4)},          {"overruns", money.i64(0, 5)},
+                               {"held_back", money.boolean(0, 6)}};
+  }
+
   json::array channels;
   auto ch = conn.exec("SELECT channel_id, count(*) FROM stage_runs WHERE state = 'ready' "
                       "GROUP BY 1 ORDER BY 2 DESC, 1",
@@ -203,7 +225,7 @@ std::optional<json::value> task_detail(pg::connection& conn, int64_t task_id) {
     "state::text AS state, "
     "payload, storyboard_data, video_url, "
     "approved, estimated_cost::float8 AS estimated_cost, actual_cost::float8 AS actual_cost, retry_count, error_message, "
-    "idempotency_key, created_at, updated_at, finished_at FROM tasks WHERE id = $1",
+    "idempotency_key, overrun_at, created_at, updated_at, finished_at FROM tasks WHERE id = $1",
     task_id);
   if (task.rows() == 0)
     return std::nullopt;
@@ -212,7 +234,8 @@ std::optional<json::value> task_detail(pg::connection& conn, int64_t task_id) {
     "SELECT id, stage, state::text AS state, attempt, failed_attempts, max_retries, "
     "lost_attempts, max_lost, snoozed_ms, optional, "
     "array_to_json(depends_on) AS depends_on, deps_pending, ready_at, lease_owner, lease_expires_at, claimed_at, "
-    "output, error_class, error_message, cost::float8 AS cost, finished_at, provider "
+    "output, error_class, error_message, cost::float8 AS cost, est_cost::float8 AS est_cost, "
+    "finished_at, provider "
     "FROM stage_runs WHERE task_id = $1 ORDER BY id",
     task_id);
   out["stage_runs"] = rows_json(runs);

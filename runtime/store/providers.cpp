@@ -49,8 +49,6 @@ std::vector<provider_event> parse_events(std::string_view json) {
 claim_result store::claim_limited(std::string_view stage, int limit, std::string_view worker,
                                   std::chrono::milliseconds lease, std::string_view provider,
                                   std::string_view fallback, int64_t token) {
-  if (provider.empty())
-    return {claim(stage, limit, worker, lease, token), std::nullopt, {}, {}};
   if (token == 0)
     token = next_lease_token();
   pg::params ps{pg::to_param(stage),
@@ -58,27 +56,29 @@ claim_result store::claim_limited(std::string_view stage, int limit, std::string
                 pg::to_param(worker),
                 pg::to_param(static_cast<int64_t>(lease.count())),
                 pg::to_param(token),
-                pg::to_param(provider),
-                fallback.empty() ? pg::param{} : pg::to_param(fallback)};
+                provider.empty() ? pg::param{} : pg::to_param(provider),
+                fallback.empty() || provider.empty() ? pg::param{} : pg::to_param(fallback)};
   auto res = with_retry(conn_, [&] {
     return conn_.exec_prepared(
       "SELECT run_id, task_id, stage, attempt, failed_attempts, lost_attempts, snoozed_ms, "
       "max_retries, channel_id, priority, payload, inputs, provider, wait_ms, held_back "
       "FROM spool_claim($1, $2, $3, $4, $5, $6, $7)",
-      ps, "claiming stage runs under provider limits");
+      ps, "claiming stage runs");
   });
   claim_result out;
   out.runs.reserve(static_cast<size_t>(res.rows()));
   for (int i = 0; i < res.rows(); ++i) {
     if (res.is_null(i, 0)) { // the last row: why the limits held the claim back
-      out.held_provider = res.str(i, 12);
+      if (!res.is_null(i, 12))
+        out.held_provider = res.str(i, 12);
       out.held_back = res.str(i, 14);
       if (!res.is_null(i, 13))
         out.wait = std::chrono::milliseconds{res.i64(i, 13)};
       continue;
     }
     auto r = detail::read_claimed(res, i, token);
-    r.provider = res.str(i, 12);
+    if (!res.is_null(i, 12))
+      r.provider = res.str(i, 12);
     out.runs.push_back(std::move(r));
   }
   return out;
@@ -88,6 +88,13 @@ void store::sync_providers(const std::string& providers_json) {
   with_retry(conn_, [&] {
     return conn_.exec("SELECT spool_sync_providers($1::jsonb)", {providers_json},
                       "writing provider limits");
+  });
+}
+
+void store::sync_budgets(const std::string& budgets_json) {
+  with_retry(conn_, [&] {
+    return conn_.exec("SELECT spool_sync_budgets($1::jsonb)", {budgets_json},
+                      "writing budgets");
   });
 }
 

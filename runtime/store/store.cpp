@@ -1,5 +1,6 @@
 #include "runtime/store/store.hpp"
 
+#include "runtime/store/providers.hpp"
 #include "runtime/store/store_detail.hpp"
 
 #include "runtime/logging.hpp"
@@ -130,6 +131,11 @@ std::vector<enqueued> store::enqueue(const std::vector<new_task>& tasks,
   std::vector<std::string> clients, campaigns, channels, priorities, payloads;
   std::vector<std::optional<std::string>> keys;
   std::vector<double> estimates;
+  // Each task's run estimates, one per pipeline stage: NULL when no task
+  // has any (every run free).
+  std::vector<double> run_costs;
+  bool priced = std::any_of(tasks.begin(), tasks.end(),
+                            [](const new_task& t) { return !t.run_estimates.empty(); });
   for (auto& t : tasks) {
     clients.push_back(t.client_id);
     campaigns.push_back(t.campaign_id);
@@ -137,13 +143,20 @@ std::vector<enqueued> store::enqueue(const std::vector<new_task>& tasks,
     priorities.emplace_back(to_string(t.prio));
     payloads.push_back(t.payload);
     keys.push_back(t.idempotency_key);
-    estimates.push_back(t.estimated_cost);
+    double sum = 0;
+    for (size_t i = 0; priced && i < pipeline.size(); ++i) {
+      double e = i < t.run_estimates.size() ? t.run_estimates[i] : 0;
+      run_costs.push_back(e);
+      sum += e;
+    }
+    estimates.push_back(t.estimated_cost.value_or(sum));
   }
   auto res = conn_.exec(
-    "SELECT task_id, created FROM spool_enqueue($1, $2, $3, $4, $5::jsonb[], $6, $7, $8)",
+    "SELECT task_id, created FROM spool_enqueue($1, $2, $3, $4, $5::jsonb[], $6, $7, $8, $9)",
     {pg::array_literal(clients), pg::array_literal(campaigns), pg::array_literal(channels),
      pg::array_literal(priorities), pg::array_literal(payloads), pg::array_literal(keys),
-     pg::array_literal(estimates), pipeline_json(pipeline)},
+     pg::array_literal(estimates), pipeline_json(pipeline),
+     priced ? std::optional<std::string>{pg::array_literal(run_costs)} : std::nullopt},
     "enqueueing videos");
   std::vector<enqueued> out;
   for (int i = 0; i < res.rows(); ++i)
@@ -179,22 +192,7 @@ void store::warm_up() {
 std::vector<claimed_run> store::claim(std::string_view stage, int limit,
                                       std::string_view worker,
                                       std::chrono::milliseconds lease, int64_t token) {
-  if (token == 0)
-    token = next_lease_token();
-  pg::params ps{pg::to_param(stage), pg::to_param(limit), pg::to_param(worker),
-                pg::to_param(static_cast<int64_t>(lease.count())), pg::to_param(token)};
-  auto res = with_retry(conn_, [&] {
-    return conn_.exec_prepared(
-      "SELECT run_id, task_id, stage, attempt, failed_attempts, lost_attempts, snoozed_ms, "
-      "max_retries, channel_id, priority, payload, inputs "
-      "FROM spool_claim($1, $2, $3, $4, $5)",
-      ps, "claiming stage runs");
-  });
-  std::vector<claimed_run> out;
-  out.reserve(static_cast<size_t>(res.rows()));
-  for (int i = 0; i < res.rows(); ++i)
-    out.push_back(detail::read_claimed(res, i, token));
-  return out;
+  return claim_limited(stage, limit, worker, lease, {}, {}, token).runs;
 }
 
 std::vector<recorded> store::record(std::string_view worker,

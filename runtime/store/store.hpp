@@ -43,7 +43,11 @@ struct new_task {
   std::string payload = "{}";
   /// Enqueueing the same key again returns the existing task.
   std::optional<std::string> idempotency_key;
-  double estimated_cost = 0;
+  /// The task's estimate in USD; absent: the sum of run_estimates.
+  std::optional<double> estimated_cost;
+  /// Each stage run's estimate for one call, in pipeline order (see
+  /// cost::estimate_task); empty: every run free.
+  std::vector<double> run_estimates;
 };
 
 struct enqueued {
@@ -195,7 +199,8 @@ public:
   /// quota, breaker, pause), across every worker; with `fallback` (may be
   /// empty) the runs the primary cannot take because its breaker is open or
   /// its quota is spent are claimed under the fallback. Says why and for how
-  /// long the limits held the claim back. An empty `provider` is claim().
+  /// long the limits held the claim back. With an empty `provider` only the
+  /// budgets can hold runs back (claim() is this without the why).
   claim_result claim_limited(std::string_view stage, int limit, std::string_view worker,
                              std::chrono::milliseconds lease, std::string_view provider,
                              std::string_view fallback = {}, int64_t token = 0);
@@ -206,8 +211,14 @@ public:
   /// alone.
   void sync_providers(const std::string& providers_json);
 
-  /// Provider events no worker has logged yet, marked as logged by `worker`:
-  /// each event reaches exactly one worker. Oldest first, at most `limit`.
+  /// Writes the budgets of a configuration ("budgets" of its canonical
+  /// JSON: config::budgets_json), as a worker does at start and on every
+  /// reload; wakes the stages waiting for the budget.
+  void sync_budgets(const std::string& budgets_json);
+
+  /// Provider and cost events no worker has logged yet, marked as logged by
+  /// `worker`: each event reaches exactly one worker. Oldest first, at most
+  /// `limit`.
   std::vector<provider_event> take_provider_events(std::string_view worker, int limit = 100);
 
   /// Every provider's limits and state now, for `spool providers`.

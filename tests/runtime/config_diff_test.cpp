@@ -63,7 +63,8 @@ void merge(boost::json::object& into, const boost::json::object& from) {
 /// optional limit, and `key` (a describe() name) set to `v`.
 std::string file_with(const std::string& key, const boost::json::value& v) {
   auto stage = boost::json::parse(R"({"name": "a", "provider": "p",
-    "fallback": {"provider": "q", "executor": {}}})").as_object();
+    "fallback": {"provider": "q", "executor": {}},
+    "price": {"instead": {"when": "hd"}, "plus": {"when": "up"}}})").as_object();
   auto provider = boost::json::parse(R"({"name": "p",
     "rate": {"per_s": 1}, "daily_quota": {"units": 10},
     "breaker": {}})").as_object();

@@ -617,7 +617,9 @@ TEST_CASE_METHOD(queue_fixture,
   listener.wait_readable(200ms);
   CHECK(listener.drain_notifications().empty());
   // The session works as before: a real task goes through.
-  q.enqueue({store::new_task{"ch"}}, single_stage("s"));
+  store::new_task real;
+  real.channel_id = "ch";
+  q.enqueue({real}, single_stage("s"));
   auto got = q.claim("s", 5, "w", 30s);
   REQUIRE(got.size() == 1);
   CHECK(q.record("w", {ok(got[0])}).at(0).accepted);
