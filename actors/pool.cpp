@@ -54,7 +54,7 @@ struct pool_state {
   bool more = true;        // the queue may hold ready runs for this stage
   bool recheck = false;    // woken while a claim was in flight
   bool claim_queued = false;
-  std::string held_back; // why the provider's limits held the last claim back
+  std::string held_back; // why provider limits or budgets held the last claim back
   bool retry_armed = false; // a (retry_atom) for a held-back claim is pending
   bool draining = false; // the worker stops
   bool retiring = false; // the stage left the configuration
@@ -300,13 +300,13 @@ void maybe_claim(self_ptr self) {
           dispatch(self, std::move(run));
         }
         if (!batch.held_back.empty()) {
-          // The provider's limits admit nothing more now: claim again when
-          // they may (a token, the end of a pause or cooldown, a new quota
-          // window), or when one of its calls ends (a NOTIFY wakes us).
+          // The provider's limits or the budgets admit nothing more now:
+          // claim again when they may (a token, the end of a pause or
+          // cooldown, a new quota window or budget day), or when one of its
+          // calls ends or a reservation comes back (a NOTIFY wakes us).
           s.more = false;
           if (s.held_back != batch.held_back)
-            spdlog::debug("{}: provider limits hold claims back: {}", s.opts.stage,
-                          batch.held_back);
+            spdlog::debug("{}: limits hold claims back: {}", s.opts.stage, batch.held_back);
           if (batch.wait && !s.retry_armed) {
             s.retry_armed = true;
             self->delayed_send(self, std::max(*batch.wait, std::chrono::milliseconds{1}),

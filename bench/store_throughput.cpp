@@ -201,26 +201,22 @@ int main(int argc, char** argv) {
                   s.claim_cpu_us, s.record_cpu_us, b.server_us, s.client_us, s.claim_calls,
                   s.claim_us, s.record_calls, opt.runs / s.record_calls, s.record_us, b.claim_us,
                   s.cpu, s.wal_per_run);
-      test::fresh_database db2;
-      auto p = spool_rate(db2.url(), credit, opt, variant::provider);
-      limited.push_back(p.rate);
-      limited_ratios.push_back(p.rate / s.rate);
-      std::printf("  credit %2d round %d: behind a provider never limiting %6.0f runs/s, %.2f "
-                  "of without | server cpu/run %4.1f us (claim %4.1f + record %4.1f) | %.0f "
-                  "claims of %.0f us, %.0f records of %.0f runs in %.0f us\n",
-                  credit, round + 1, p.rate, p.rate / s.rate, p.server_us, p.claim_cpu_us,
-                  p.record_cpu_us, p.claim_calls, p.claim_us, p.record_calls,
-                  opt.runs / p.record_calls, p.record_us);
-      test::fresh_database db3;
-      auto m = spool_rate(db3.url(), credit, opt, variant::budget);
-      budgeted.push_back(m.rate);
-      budget_ratios.push_back(m.rate / s.rate);
-      std::printf("  credit %2d round %d: behind a budget never reached %6.0f runs/s, %.2f "
-                  "of without | server cpu/run %4.1f us (claim %4.1f + record %4.1f) | %.0f "
-                  "claims of %.0f us, %.0f records of %.0f runs in %.0f us\n",
-                  credit, round + 1, m.rate, m.rate / s.rate, m.server_us, m.claim_cpu_us,
-                  m.record_cpu_us, m.claim_calls, m.claim_us, m.record_calls,
-                  opt.runs / m.record_calls, m.record_us);
+      // The same runs behind a provider, then a budget, on fresh databases.
+      auto behind = [&](variant v, const char* label, std::vector<double>& rates,
+                        std::vector<double>& of_without) {
+        test::fresh_database fresh;
+        auto m = spool_rate(fresh.url(), credit, opt, v);
+        rates.push_back(m.rate);
+        of_without.push_back(m.rate / s.rate);
+        std::printf("  credit %2d round %d: %s %6.0f runs/s, %.2f of without | server cpu/run "
+                    "%4.1f us (claim %4.1f + record %4.1f) | %.0f claims of %.0f us, %.0f "
+                    "records of %.0f runs in %.0f us\n",
+                    credit, round + 1, label, m.rate, m.rate / s.rate, m.server_us,
+                    m.claim_cpu_us, m.record_cpu_us, m.claim_calls, m.claim_us, m.record_calls,
+                    opt.runs / m.record_calls, m.record_us);
+      };
+      behind(variant::provider, "behind a provider never limiting", limited, limited_ratios);
+      behind(variant::budget, "behind a budget never reached", budgeted, budget_ratios);
       std::fflush(stdout);
     }
     std::printf("credit %2d median: baseline %6.0f/s, spool %6.0f runs/s, ratio %.2f; "

@@ -203,7 +203,8 @@ void print_summary(pg::connection& conn, const std::string& ids, const config::s
     "SELECT count(*) FILTER (WHERE state = 'completed'), "
     "count(*) FILTER (WHERE state = 'partially_completed'), "
     "count(*) FILTER (WHERE state IN ('failed', 'cancelled')), "
-    "coalesce(sum(actual_cost), 0)::float8 FROM tasks WHERE id = ANY ($1::bigint[])",
+    "coalesce(sum(actual_cost), 0)::float8, coalesce(sum(estimated_cost), 0)::float8 "
+    "FROM tasks WHERE id = ANY ($1::bigint[])",
     {ids});
   auto span = conn.exec(
     "SELECT coalesce(extract(epoch FROM max(finished_at) - min(started_at)), 0)::float8 "
@@ -220,8 +221,9 @@ void print_summary(pg::connection& conn, const std::string& ids, const config::s
   std::printf("\nvideos: %lld completed, %lld partially completed, %lld failed (of %lld)\n",
               static_cast<long long>(t.i64(0, 0)), static_cast<long long>(t.i64(0, 1)),
               static_cast<long long>(t.i64(0, 2)), static_cast<long long>(total));
-  std::printf("makespan %.1f s, peak %lld videos in flight, cost $%.2f\n", span.f64(0, 0),
-              static_cast<long long>(peak.i64(0, 0)), t.f64(0, 3));
+  std::printf("makespan %.1f s, peak %lld videos in flight, cost $%.2f (estimated $%.2f at the "
+              "configured prices)\n",
+              span.f64(0, 0), static_cast<long long>(peak.i64(0, 0)), t.f64(0, 3), t.f64(0, 4));
   auto urls = conn.exec("SELECT video_url FROM tasks WHERE id = ANY ($1::bigint[]) AND "
                         "video_url IS NOT NULL ORDER BY id",
                         {ids});
