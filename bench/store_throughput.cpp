@@ -150,7 +150,7 @@ spool_result spool_rate(const std::string& url, int credit, const options& opt,
                  opt.runs);
   bench::check_all_done_once(conn, opt.runs, "spool");
   if (budget) {
-    double spent = conn.exec("SELECT spent::float8 FROM spool_spend WHERE scope = 'total'")
+    double spent = conn.exec("SELECT spent::float8 FROM spool_money WHERE scope = 'total'")
                      .f64(0, 0);
     if (std::abs(spent - 0.01 * opt.runs) > 1e-6)
       bench::error("spool: %.2f USD spent, expected %.2f", spent, 0.01 * opt.runs);

@@ -5,8 +5,8 @@
 DROP FUNCTION IF EXISTS spool_sync_budgets(JSONB);
 DROP FUNCTION IF EXISTS spool_budget_day(TIMESTAMPTZ);
 DROP FUNCTION IF EXISTS spool_budget_admit(BIGINT[], NUMERIC[], TEXT);
-DROP FUNCTION IF EXISTS spool_budget_outcomes(BIGINT[], NUMERIC[], NUMERIC[], TIMESTAMPTZ[],
-  BOOLEAN[]);
+DROP FUNCTION IF EXISTS spool_budget_outcomes(NUMERIC[], NUMERIC[], TIMESTAMPTZ[], BOOLEAN[],
+  TEXT[], TEXT[], BIGINT[], TEXT[], TEXT[], NUMERIC[]);
 DROP FUNCTION IF EXISTS spool_cost_report(DATE, TEXT);
 DELETE FROM spool_provider_events
  WHERE kind IN ('cost_overrun', 'budget_warning', 'budget_exhausted');
@@ -16,6 +16,7 @@ ALTER TABLE spool_provider_events ADD CONSTRAINT spool_provider_events_kind_chec
   CHECK (kind IN ('breaker_opened', 'breaker_half_open', 'breaker_closed', 'paused',
                   'quota_warning', 'quota_exhausted'));
 ALTER TABLE spool_provider_events DROP COLUMN IF EXISTS task_id;
+DROP VIEW IF EXISTS spool_money;
 DROP TABLE IF EXISTS spool_spend;
 DROP TABLE IF EXISTS spool_budgets;
 ALTER TABLE tasks DROP COLUMN IF EXISTS overrun_at;

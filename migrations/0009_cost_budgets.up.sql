@@ -20,11 +20,20 @@
 --   client has a hard budget (client_hard) and the budget day the last
 --   admission was in (day_start, day_end; NULL: work it out); a row
 --   'client:<id>' holds one client's budgets.
--- spool_spend: per budget day (day: its start) and scope, the USD spent (actual cost reported
---   by outcomes) and reserved (by claims of paid runs in flight). Scopes:
---   'total', 'client:<id>', 'campaign:<id>', 'provider:<name>',
---   'stage:<name>'; reserved is kept for 'total' and clients with a hard
---   budget. soft_warned and hard_logged make the day's events happen once.
+-- spool_spend and the view spool_money: per budget day (day: its start) and
+--   scope, the USD spent (actual cost reported by outcomes) and reserved (by
+--   claims of paid runs in flight). Scopes: 'total', 'client:<id>',
+--   'campaign:<id>', 'provider:<name>', 'stage:<name>'; reservations are
+--   kept for 'total' and clients with a hard budget. Claims and outcomes
+--   write apart, so that a claim never waits for an outcome's commit: claims
+--   add to the reserved counter of the budget row they lock
+--   (spool_budgets.reserved, for the day reserved_day; hard_logged_day makes
+--   the day's budget_exhausted event happen once); outcomes, rescues and
+--   cancels add what they spend to spool_spend.spent and the reservations
+--   they give back to spool_spend.released (soft_warned: the day's
+--   budget_warning fired). What is reserved now is reserved - released
+--   (spool_money). A claim reads the spend rows without waiting: an outcome
+--   it cannot see yet still counts as reserved.
 ALTER TABLE stage_runs ADD COLUMN IF NOT EXISTS est_cost NUMERIC(14, 6) NOT NULL DEFAULT 0;
 ALTER TABLE stage_runs ADD COLUMN IF NOT EXISTS reserved NUMERIC(14, 6);
 ALTER TABLE stage_runs ADD COLUMN IF NOT EXISTS reserved_day TIMESTAMPTZ;
@@ -41,6 +50,9 @@ CREATE TABLE IF NOT EXISTS spool_budgets (
   day_s          FLOAT8 NOT NULL DEFAULT 86400 CHECK (day_s > 0 AND day_s <= 86400),
   waiting_stages TEXT[] NOT NULL DEFAULT '{}',
   client_hard    BOOLEAN NOT NULL DEFAULT false,
+  reserved       NUMERIC(14, 6) NOT NULL DEFAULT 0,
+  reserved_day   TIMESTAMPTZ,
+  hard_logged_day TIMESTAMPTZ,
   day_start      TIMESTAMPTZ,
   day_end        TIMESTAMPTZ,
   updated_at     TIMESTAMPTZ NOT NULL DEFAULT now()
@@ -54,11 +66,22 @@ CREATE TABLE IF NOT EXISTS spool_spend (
   day         TIMESTAMPTZ NOT NULL,
   scope       TEXT NOT NULL,
   spent       NUMERIC(14, 6) NOT NULL DEFAULT 0,
-  reserved    NUMERIC(14, 6) NOT NULL DEFAULT 0,
+  released    NUMERIC(14, 6) NOT NULL DEFAULT 0,
   soft_warned BOOLEAN NOT NULL DEFAULT false,
-  hard_logged BOOLEAN NOT NULL DEFAULT false,
   PRIMARY KEY (day, scope)
 );
+-- (Each day's spend, with what the budget rows say is reserved on the day
+-- they count; a day nothing was spent on yet shows its reservations alone.)
+CREATE OR REPLACE VIEW spool_money AS
+SELECT s.day, s.scope, s.spent,
+       CASE WHEN b.reserved_day = s.day THEN greatest(b.reserved - s.released, 0) ELSE 0 END
+         AS reserved
+  FROM spool_spend s LEFT JOIN spool_budgets b ON b.scope = s.scope
+UNION ALL
+SELECT b.reserved_day, b.scope, 0, b.reserved
+  FROM spool_budgets b
+ WHERE b.reserved_day IS NOT NULL
+   AND NOT EXISTS (SELECT 1 FROM spool_spend s WHERE s.day = b.reserved_day AND s.scope = b.scope);
 
 -- Cost events go where provider events go (one log, taken once by one
 -- worker): the provider column names their subject ('total',

@@ -5,16 +5,19 @@
 --
 -- A claim of paid runs (stage_runs.est_cost > 0) locks the 'total' budget
 -- row, so the reservations of every worker are serialized, and reserves each
--- run's estimate in spool_spend for the budget day; a run whose estimate
+-- run's estimate on that row's counter for the budget day; a run whose estimate
 -- would take spend plus reservations past a hard budget (the cluster's, or
 -- its client's) is not claimed. The outcome turns the reservation into the
 -- actual cost reported (or nothing), on the day the cost is reported. So no
 -- number of concurrent claims can overshoot a hard budget; only actual costs
 -- above their estimates can.
 --
--- Locks, in this order: the 'total' budget row, client budget rows (scope
--- order), then spend rows ((day, scope) order). Claims take provider rows
--- before these, and so do outcomes (spool_provider_outcomes runs first).
+-- Claims write the budget rows and outcomes spool_spend (see
+-- 0009_cost_budgets.up.sql), so neither waits for the other's commit. Locks,
+-- in this order: the 'total' budget row, client budget rows (scope order),
+-- then spend rows ((day, scope) order). Claims take provider
+-- rows before these, and so do outcomes (spool_provider_outcomes runs
+-- first).
 
 DROP FUNCTION IF EXISTS spool_budget_day(TIMESTAMPTZ);
 DROP FUNCTION IF EXISTS spool_budget_admit(BIGINT[], NUMERIC[], TEXT);
@@ -102,7 +105,7 @@ END $$;
 -- hard budgets admit now for a claim of stage p_stage: every free run, and
 -- each paid run whose estimate fits what is left of the day's hard budget
 -- (the cluster's, and its client's when the client has one), reserved in
--- spool_spend as it is admitted. A paid run that does not fit is left out
+-- the budget rows as it is admitted. A paid run that does not fit is left out
 -- and the next is tried. day: the budget day reserved on; clients: the
 -- admitted runs also reserved on their client's row. held: why paid runs
 -- were left out (NULL: none were), wait_ms: until the day ends; the stage
@@ -117,6 +120,9 @@ DECLARE
   v_now TIMESTAMPTZ;
   v_end TIMESTAMPTZ;
   v_spent NUMERIC := 0;     -- the day's total spend
+  v_released NUMERIC;       -- and what outcomes gave back of its reservations
+  v_res NUMERIC;            -- reserved on the 'total' row for the day
+  c_res JSONB := '{}';      -- client -> reserved on its row for the day
   v_used NUMERIC := 0;      -- spend and reservations, the total's
   v_add NUMERIC := 0;       -- reserved by this claim
   v_client TEXT[];          -- each candidate's client, with a hard budget ('' none)
@@ -128,40 +134,56 @@ DECLARE
   v_c TEXT;
   v_cost NUMERIC;
 BEGIN
-  SELECT s.hard_usd, s.client_hard INTO b FROM spool_budgets s WHERE s.scope = 'total';
+  SELECT s.hard_usd, s.client_hard, s.day_start, s.day_end, s.reserved, s.reserved_day
+    INTO b FROM spool_budgets s WHERE s.scope = 'total' FOR UPDATE;
   IF NOT FOUND OR (b.hard_usd IS NULL AND NOT b.client_hard) THEN
     ids := p_ids; -- no hard budget: nothing to reserve
     RETURN;
   END IF;
-  SELECT s.hard_usd, s.client_hard, s.day_start, s.day_end
-    INTO b FROM spool_budgets s WHERE s.scope = 'total' FOR UPDATE;
   v_now := clock_timestamp(); -- after the lock
   IF v_now >= b.day_start AND v_now < b.day_end THEN
     day := b.day_start; v_end := b.day_end;
   ELSE
     SELECT d.day_start, d.day_end INTO day, v_end FROM spool_budget_day(v_now) d;
-    UPDATE spool_budgets s SET day_start = spool_budget_admit.day, day_end = v_end
-     WHERE s.scope = 'total';
   END IF;
-  SELECT s.spent, s.spent + s.reserved INTO v_spent, v_used
+  v_res := CASE WHEN b.reserved_day = day THEN b.reserved ELSE 0 END;
+  -- (Spend rows are read as committed: an outcome not visible yet still
+  -- counts as reserved.)
+  SELECT s.spent, s.released INTO v_spent, v_released
     FROM spool_spend s WHERE s.day = spool_budget_admit.day AND s.scope = 'total';
   v_spent := coalesce(v_spent, 0);
-  v_used := coalesce(v_used, 0);
+  v_used := v_spent + greatest(v_res - coalesce(v_released, 0), 0);
   IF b.client_hard THEN
     SELECT array_agg(coalesce(cb.scope, '') ORDER BY o.k) INTO v_client
       FROM unnest(p_ids) WITH ORDINALITY AS o(id, k)
       JOIN stage_runs r ON r.id = o.id JOIN tasks t ON t.id = r.task_id
       LEFT JOIN spool_budgets cb ON cb.scope = 'client:' || t.client_id
                                 AND cb.hard_usd IS NOT NULL;
-    SELECT coalesce(jsonb_object_agg(cb.scope, cb.hard_usd), '{}') INTO c_hard
-      FROM (SELECT x.scope, x.hard_usd FROM spool_budgets x
+    SELECT coalesce(jsonb_object_agg(cb.scope, cb.hard_usd), '{}'),
+           coalesce(jsonb_object_agg(cb.scope, CASE WHEN cb.reserved_day = spool_budget_admit.day
+                                                    THEN cb.reserved ELSE 0 END), '{}')
+      INTO c_hard, c_res
+      FROM (SELECT x.scope, x.hard_usd, x.reserved, x.reserved_day FROM spool_budgets x
              WHERE x.scope IN (SELECT unnest(v_client)) ORDER BY x.scope FOR UPDATE) cb;
-    SELECT coalesce(jsonb_object_agg(s.scope, s.spent + s.reserved), '{}') INTO c_used
-      FROM spool_spend s
-     WHERE s.day = spool_budget_admit.day AND s.scope IN (SELECT unnest(v_client));
+    SELECT coalesce(jsonb_object_agg(k.key, coalesce(s.spent, 0)
+                                            + greatest(k.value::numeric - coalesce(s.released, 0),
+                                                       0)), '{}')
+      INTO c_used
+      FROM jsonb_each_text(c_res) k
+      LEFT JOIN spool_spend s ON s.day = spool_budget_admit.day AND s.scope = k.key;
   END IF;
 
-  FOR i IN 1 .. coalesce(cardinality(p_ids), 0) LOOP
+  -- Most claims fit whole: no client budgets, and the day's hard budget
+  -- has room for every estimate.
+  IF NOT b.client_hard THEN
+    v_add := (SELECT coalesce(sum(c), 0) FROM unnest(p_costs) AS c WHERE c > 0);
+    IF v_used + v_add <= b.hard_usd THEN
+      ids := p_ids;
+    ELSE
+      v_add := 0;
+    END IF;
+  END IF;
+  FOR i IN 1 .. CASE WHEN ids IS NULL THEN coalesce(cardinality(p_ids), 0) ELSE 0 END LOOP
     v_cost := p_costs[i];
     IF v_cost <= 0 THEN
       ids := ids || p_ids[i];
@@ -190,23 +212,17 @@ BEGIN
     END IF;
   END LOOP;
 
-  IF v_add > 0 THEN
-    -- The day's row exists but for its first claim (an update is cheaper
-    -- than an insert that conflicts); the 'total' lock keeps two first
-    -- claims from racing.
-    UPDATE spool_spend s SET reserved = s.reserved + v_add
-     WHERE s.day = spool_budget_admit.day AND s.scope = 'total';
-    IF NOT FOUND THEN
-      INSERT INTO spool_spend AS s (day, scope, reserved)
-      VALUES (spool_budget_admit.day, 'total', v_add)
-      ON CONFLICT ON CONSTRAINT spool_spend_pkey DO UPDATE SET reserved = s.reserved + EXCLUDED.reserved;
-    END IF;
-    IF c_add <> '{}' THEN
-      INSERT INTO spool_spend AS s (day, scope, reserved)
-      SELECT spool_budget_admit.day, x.key, x.value::numeric
-        FROM jsonb_each_text(c_add) x ORDER BY x.key
-      ON CONFLICT ON CONSTRAINT spool_spend_pkey DO UPDATE SET reserved = s.reserved + EXCLUDED.reserved;
-    END IF;
+  -- The counters (and the day, when it is new) on the rows this claim holds.
+  IF v_add > 0 OR b.day_start IS DISTINCT FROM day THEN
+    UPDATE spool_budgets s SET reserved = v_res + v_add, reserved_day = spool_budget_admit.day,
+                               day_start = spool_budget_admit.day, day_end = v_end
+     WHERE s.scope = 'total';
+  END IF;
+  IF c_add <> '{}' THEN
+    UPDATE spool_budgets s
+       SET reserved = (c_res ->> s.scope)::numeric + (c_add ->> s.scope)::numeric,
+           reserved_day = spool_budget_admit.day
+     WHERE s.scope IN (SELECT jsonb_object_keys(c_add));
   END IF;
 
   IF v_out OR cardinality(c_out) > 0 THEN
@@ -220,35 +236,40 @@ BEGIN
     UPDATE spool_budgets s SET waiting_stages = s.waiting_stages || p_stage
      WHERE s.scope = 'total' AND NOT (p_stage = ANY (s.waiting_stages));
     -- Once a day per scope: the budget_exhausted event.
-    WITH scopes AS (
-      SELECT 'total' AS scope WHERE v_out UNION ALL SELECT unnest(c_out)
-    ), marked AS (
-      INSERT INTO spool_spend AS s (day, scope, hard_logged)
-      SELECT spool_budget_admit.day, x.scope, true FROM scopes x ORDER BY 1
-      ON CONFLICT ON CONSTRAINT spool_spend_pkey DO UPDATE SET hard_logged = true
-       WHERE NOT s.hard_logged
-      RETURNING s.scope, s.spent, s.reserved
+    WITH marked AS (
+      UPDATE spool_budgets s SET hard_logged_day = spool_budget_admit.day
+       WHERE (s.scope = 'total' AND v_out OR s.scope = ANY (c_out))
+         AND s.hard_logged_day IS DISTINCT FROM spool_budget_admit.day
+      RETURNING s.scope
     )
     INSERT INTO spool_provider_events (provider, kind, message)
-    SELECT m.scope, 'budget_exhausted',
+    SELECT k.scope, 'budget_exhausted',
            format('hard budget reached for the day starting %s: %s USD spent, %s reserved; '
                   'paid work waits until %s or a raised budget',
-                  spool_ts_text(spool_budget_admit.day), trim_scale(m.spent), trim_scale(m.reserved),
-                  spool_ts_text(v_end))
-      FROM marked m;
+                  spool_ts_text(spool_budget_admit.day), trim_scale(coalesce(m.spent, 0)),
+                  trim_scale(coalesce(m.reserved, 0)), spool_ts_text(v_end))
+      FROM marked k LEFT JOIN spool_money m ON m.day = spool_budget_admit.day
+                                           AND m.scope = k.scope;
   END IF;
 END $$;
 
--- What outcomes (or a cancel) mean for the budgets: p_costs (actual USD
--- reported by each run's outcome) are spent on today's budget day under
--- 'total' and the run's client, campaign, provider and stage; p_reserved
--- (what each run's claim reserved, NULL: nothing) goes back on p_days (the
--- day it was reserved on), also on the client's row where p_clients says so.
+-- What outcomes (or a cancel) mean for the budgets. Per run: p_costs (actual
+-- USD reported by its outcome) are spent on today's budget day under
+-- 'total', the run's stage (p_stages) and provider (p_providers); p_reserved
+-- (what its claim reserved, NULL: nothing) goes back on p_days (the day it
+-- was reserved on), also on its task's (p_tasks) client's row where
+-- p_clients says so. Per task with a cost (the caller has the task rows at
+-- hand): p_t_costs are spent under its client (p_t_clients) and campaign
+-- (p_t_campaigns).
 -- Fires the day's budget_warning once per scope whose spend reaches its soft
 -- budget, and wakes the stages waiting for reservations to come back.
-CREATE OR REPLACE FUNCTION spool_budget_outcomes(p_ids BIGINT[], p_costs NUMERIC[],
-                                                 p_reserved NUMERIC[], p_days TIMESTAMPTZ[],
-                                                 p_clients BOOLEAN[])
+DROP FUNCTION IF EXISTS spool_budget_outcomes(BIGINT[], NUMERIC[], NUMERIC[], TIMESTAMPTZ[],
+                                              BOOLEAN[]);
+CREATE OR REPLACE FUNCTION spool_budget_outcomes(p_costs NUMERIC[], p_reserved NUMERIC[],
+                                                 p_days TIMESTAMPTZ[], p_clients BOOLEAN[],
+                                                 p_stages TEXT[], p_providers TEXT[],
+                                                 p_tasks BIGINT[], p_t_clients TEXT[],
+                                                 p_t_campaigns TEXT[], p_t_costs NUMERIC[])
 RETURNS VOID LANGUAGE plpgsql AS $$
 DECLARE
   v_today TIMESTAMPTZ;
@@ -266,37 +287,37 @@ BEGIN
   END IF;
   v_today := (SELECT d.day_start FROM spool_budget_day(now()) d);
   WITH x AS (
-    SELECT o.cost, o.reserved, o.rday, o.rclient, r.stage, r.provider, t.client_id,
-           t.campaign_id
-      FROM unnest(p_ids, p_costs, p_reserved, p_days, p_clients)
-           AS o(id, cost, reserved, rday, rclient)
-      JOIN stage_runs r ON r.id = o.id JOIN tasks t ON t.id = r.task_id
+    SELECT o.cost, o.reserved, o.rday, o.rclient, o.stage, o.provider,
+           CASE WHEN o.rclient THEN (SELECT t.client_id FROM tasks t WHERE t.id = o.task)
+           END AS client_id
+      FROM unnest(p_costs, p_reserved, p_days, p_clients, p_stages, p_providers, p_tasks)
+           AS o(cost, reserved, rday, rclient, stage, provider, task)
+  ), tx AS (
+    SELECT * FROM unnest(p_t_clients, p_t_campaigns, p_t_costs) AS o(client_id, campaign_id, cost)
+     WHERE o.cost > 0
   ), deltas AS (
-    SELECT v_today AS day, 'total' AS scope, x.cost AS spent, 0::numeric AS reserved
+    SELECT v_today AS day, 'total' AS scope, x.cost AS spent, 0::numeric AS released
       FROM x WHERE x.cost > 0
     UNION ALL
-    SELECT v_today, 'client:' || x.client_id, x.cost, 0 FROM x
-     WHERE x.cost > 0 AND x.client_id <> ''
+    SELECT v_today, 'client:' || tx.client_id, tx.cost, 0 FROM tx WHERE tx.client_id <> ''
     UNION ALL
-    SELECT v_today, 'campaign:' || x.campaign_id, x.cost, 0 FROM x
-     WHERE x.cost > 0 AND x.campaign_id <> ''
+    SELECT v_today, 'campaign:' || tx.campaign_id, tx.cost, 0 FROM tx WHERE tx.campaign_id <> ''
     UNION ALL
     SELECT v_today, 'provider:' || x.provider, x.cost, 0 FROM x
      WHERE x.cost > 0 AND x.provider IS NOT NULL
     UNION ALL
     SELECT v_today, 'stage:' || x.stage, x.cost, 0 FROM x WHERE x.cost > 0
     UNION ALL
-    SELECT x.rday, 'total', 0, -x.reserved FROM x WHERE x.reserved IS NOT NULL
+    SELECT x.rday, 'total', 0, x.reserved FROM x WHERE x.reserved IS NOT NULL
     UNION ALL
-    SELECT x.rday, 'client:' || x.client_id, 0, -x.reserved FROM x
+    SELECT x.rday, 'client:' || x.client_id, 0, x.reserved FROM x
      WHERE x.reserved IS NOT NULL AND x.rclient
   ), applied AS (
-    INSERT INTO spool_spend AS s (day, scope, spent, reserved)
-    SELECT d.day, d.scope, sum(d.spent), sum(d.reserved) FROM deltas d
+    INSERT INTO spool_spend AS s (day, scope, spent, released)
+    SELECT d.day, d.scope, sum(d.spent), sum(d.released) FROM deltas d
      GROUP BY d.day, d.scope ORDER BY d.day, d.scope
     ON CONFLICT ON CONSTRAINT spool_spend_pkey DO UPDATE
-      SET spent = s.spent + EXCLUDED.spent,
-          reserved = greatest(s.reserved + EXCLUDED.reserved, 0)
+      SET spent = s.spent + EXCLUDED.spent, released = s.released + EXCLUDED.released
     RETURNING s.day, s.scope, s.spent, s.soft_warned
   )
   -- Scopes whose spend just reached their soft budget (the row is marked in
@@ -355,7 +376,7 @@ BEGIN
   WITH spend AS (
     SELECT CASE WHEN p_by = '' THEN '' ELSE substr(s.scope, length(p_by) + 2) END AS k,
            sum(s.spent) AS spent, sum(s.reserved) AS reserved
-      FROM spool_spend s
+      FROM spool_money s
      WHERE s.day >= v_start AND s.day < v_end
        AND (CASE WHEN p_by = '' THEN s.scope = 'total' ELSE s.scope LIKE p_by || ':%' END)
      GROUP BY 1

@@ -55,8 +55,10 @@ DECLARE
   v_p_names TEXT[]; v_p_stages TEXT[]; v_p_kinds TEXT[]; v_p_classes TEXT[];
   v_p_delays BIGINT[]; v_p_units FLOAT8[]; v_p_claimed TIMESTAMPTZ[];
   -- accepted outcomes that cost something or give a reservation back
-  v_b_ids BIGINT[]; v_b_costs NUMERIC[]; v_b_reserved NUMERIC[]; v_b_days TIMESTAMPTZ[];
-  v_b_clients BOOLEAN[];
+  v_b_costs NUMERIC[]; v_b_reserved NUMERIC[]; v_b_days TIMESTAMPTZ[]; v_b_clients BOOLEAN[];
+  v_b_stages TEXT[]; v_b_providers TEXT[]; v_b_tasks BIGINT[];
+  -- and, per task with a cost, its client, campaign and cost
+  v_t_clients TEXT[]; v_t_campaigns TEXT[]; v_t_costs NUMERIC[];
   v_overruns BIGINT[];         -- tasks whose actual cost just passed the overrun line
 BEGIN
   WITH input AS (
@@ -173,16 +175,19 @@ BEGIN
       updated_at = now()
       FROM per_task p WHERE t.id = p.task_id
     RETURNING t.id, t.runs_pending, p.resolved, p.failed,
-              p.cost > 0 AND t.overrun_at = now() AS overran
+              p.cost > 0 AND t.overrun_at = now() AS overran, p.cost, t.client_id,
+              t.campaign_id
   )
   -- Two one-row aggregates side by side (a join of applied and bookkept
   -- would be planned for one row each, and be quadratic).
   SELECT a.ids, a.states, a.rejoin, b.res_tasks, b.res_stages, f.failed_tasks,
          a.p_names, a.p_stages, a.p_kinds, a.p_classes, a.p_delays, a.p_units, a.p_claimed,
-         a.b_ids, a.b_costs, a.b_reserved, a.b_days, a.b_clients, f.overruns
+         a.b_costs, a.b_reserved, a.b_days, a.b_clients, a.b_stages, a.b_providers, a.b_tasks,
+         f.overruns, f.t_clients, f.t_campaigns, f.t_costs
     INTO v_ids, v_states, v_rejoin, v_res_tasks, v_res_stages, v_failed_tasks,
          v_p_names, v_p_stages, v_p_kinds, v_p_classes, v_p_delays, v_p_units, v_p_claimed,
-         v_b_ids, v_b_costs, v_b_reserved, v_b_days, v_b_clients, v_overruns
+         v_b_costs, v_b_reserved, v_b_days, v_b_clients, v_b_stages, v_b_providers, v_b_tasks,
+         v_overruns, v_t_clients, v_t_campaigns, v_t_costs
     FROM (SELECT array_agg(x.id) AS ids, array_agg(x.state) AS states,
                  array_agg(x.id ORDER BY x.id) FILTER (WHERE x.state = 'ready') AS rejoin,
                  -- (one order for all seven: the rows' own)
@@ -193,22 +198,29 @@ BEGIN
                  array_agg(x.delay_ms) FILTER (WHERE x.provider IS NOT NULL) AS p_delays,
                  array_agg(x.units_charged) FILTER (WHERE x.provider IS NOT NULL) AS p_units,
                  array_agg(x.claimed_at) FILTER (WHERE x.provider IS NOT NULL) AS p_claimed,
-                 -- (and one for these five)
-                 array_agg(x.id) FILTER (WHERE x.cost > 0 OR x.reserved IS NOT NULL) AS b_ids,
+                 -- (and one for these seven)
                  array_agg(x.cost) FILTER (WHERE x.cost > 0 OR x.reserved IS NOT NULL) AS b_costs,
                  array_agg(x.reserved)
                    FILTER (WHERE x.cost > 0 OR x.reserved IS NOT NULL) AS b_reserved,
                  array_agg(x.reserved_day)
                    FILTER (WHERE x.cost > 0 OR x.reserved IS NOT NULL) AS b_days,
                  array_agg(x.reserved_client)
-                   FILTER (WHERE x.cost > 0 OR x.reserved IS NOT NULL) AS b_clients
+                   FILTER (WHERE x.cost > 0 OR x.reserved IS NOT NULL) AS b_clients,
+                 array_agg(x.stage) FILTER (WHERE x.cost > 0 OR x.reserved IS NOT NULL) AS b_stages,
+                 array_agg(x.provider)
+                   FILTER (WHERE x.cost > 0 OR x.reserved IS NOT NULL) AS b_providers,
+                 array_agg(x.task_id)
+                   FILTER (WHERE x.cost > 0 OR x.reserved IS NOT NULL) AS b_tasks
             FROM applied x) a,
          -- only tasks with runs left can have runs waiting for these
          (SELECT array_agg(k.id) AS res_tasks, array_agg(r.stage) AS res_stages
             FROM bookkept k CROSS JOIN LATERAL unnest(k.resolved) AS r(stage)
            WHERE k.runs_pending > 0) b,
          (SELECT array_agg(k.id) FILTER (WHERE k.failed) AS failed_tasks,
-                 array_agg(k.id) FILTER (WHERE k.overran) AS overruns
+                 array_agg(k.id) FILTER (WHERE k.overran) AS overruns,
+                 array_agg(k.client_id) FILTER (WHERE k.cost > 0) AS t_clients,
+                 array_agg(k.campaign_id) FILTER (WHERE k.cost > 0) AS t_campaigns,
+                 array_agg(k.cost) FILTER (WHERE k.cost > 0) AS t_costs
             FROM bookkept k) f;
 
   -- Immediate retries and releases rejoin the queue now.
@@ -250,8 +262,10 @@ BEGIN
 
   -- Spend, reservations given back, soft budget warnings (R_budgets.sql);
   -- after the providers, whose rows claims lock before the budgets'.
-  IF v_b_ids IS NOT NULL THEN
-    PERFORM spool_budget_outcomes(v_b_ids, v_b_costs, v_b_reserved, v_b_days, v_b_clients);
+  IF v_b_costs IS NOT NULL THEN
+    PERFORM spool_budget_outcomes(v_b_costs, v_b_reserved, v_b_days, v_b_clients, v_b_stages,
+                                  v_b_providers, v_b_tasks, v_t_clients, v_t_campaigns,
+                                  v_t_costs);
   END IF;
 
   -- A task whose actual cost passed its estimate times the overrun factor:

@@ -88,7 +88,7 @@ json::value queue_status(pg::connection& conn) {
     "(SELECT count(*) FROM tasks t WHERE t.overrun_at >= d.day_start), "
     "b.waiting_stages <> '{}' "
     "FROM spool_budgets b CROSS JOIN spool_budget_day(now()) d "
-    "LEFT JOIN spool_spend s ON s.day = d.day_start AND s.scope = 'total' "
+    "LEFT JOIN spool_money s ON s.day = d.day_start AND s.scope = 'total' "
     "WHERE b.scope = 'total'",
     {}, "reading today's spend");
   if (money.rows() > 0) {

@@ -38,7 +38,7 @@ TEST_CASE_METHOD(worker_fixture,
 
   auto money = [&] {
     return conn
-      .exec("SELECT coalesce(sum(spent + reserved), 0)::float8 FROM spool_spend "
+      .exec("SELECT coalesce(sum(spent + reserved), 0)::float8 FROM spool_money "
             "WHERE scope = 'total'")
       .f64(0, 0);
   };
@@ -67,9 +67,9 @@ TEST_CASE_METHOD(worker_fixture,
     out << budget_config(30);
   }
   CHECK(wait_for("SELECT count(*) FROM stage_runs WHERE state = 'done'", 50, 60));
-  CHECK(conn.exec("SELECT spent::float8 FROM spool_spend WHERE scope = 'total'").f64(0, 0)
+  CHECK(conn.exec("SELECT spent::float8 FROM spool_money WHERE scope = 'total'").f64(0, 0)
         == Approx(25));
-  CHECK(conn.exec("SELECT reserved::float8 FROM spool_spend WHERE scope = 'total'").f64(0, 0)
+  CHECK(conn.exec("SELECT reserved::float8 FROM spool_money WHERE scope = 'total'").f64(0, 0)
         == Approx(0));
   for (auto& w : ws)
     w->signal(SIGTERM);

@@ -55,12 +55,12 @@ struct budget_fixture : test::queue_fixture {
 
   double money(const std::string& sql) { return conn.exec(sql).f64(0, 0); }
   double reserved() {
-    return money("SELECT coalesce(sum(reserved), 0)::float8 FROM spool_spend "
+    return money("SELECT coalesce(sum(reserved), 0)::float8 FROM spool_money "
                  "WHERE scope = 'total'");
   }
   double spent(const std::string& scope = "total") {
     return conn
-      .query("SELECT coalesce(sum(spent), 0)::float8 FROM spool_spend WHERE scope = $1", scope)
+      .query("SELECT coalesce(sum(spent), 0)::float8 FROM spool_money WHERE scope = $1", scope)
       .f64(0, 0);
   }
   int64_t events(const std::string& kind) {
@@ -143,7 +143,7 @@ TEST_CASE_METHOD(budget_fixture,
   std::thread watcher([&] {
     pg::connection c{db.url()};
     while (!stop) {
-      double now = c.exec("SELECT coalesce(sum(spent + reserved), 0)::float8 FROM spool_spend "
+      double now = c.exec("SELECT coalesce(sum(spent + reserved), 0)::float8 FROM spool_money "
                           "WHERE scope = 'total'")
                      .f64(0, 0);
       double w = worst;
@@ -213,7 +213,7 @@ TEST_CASE_METHOD(budget_fixture, "a new budget day admits paid work again",
   std::this_thread::sleep_for(*first.wait + 50ms);
   auto next = q.claim_limited("s", 4, "w", 60s, "");
   CHECK(next.runs.size() == 2);
-  CHECK(scalar("SELECT count(DISTINCT day) FROM spool_spend WHERE scope = 'total'") == 2);
+  CHECK(scalar("SELECT count(DISTINCT day) FROM spool_money WHERE scope = 'total'") == 2);
 }
 
 TEST_CASE_METHOD(budget_fixture,
@@ -271,13 +271,13 @@ TEST_CASE_METHOD(budget_fixture, "a client's hard budget holds its runs, not the
   auto got = q.claim_limited("s", 6, "w", 60s, "");
   CHECK(got.runs.size() == 5);
   CHECK(got.held_back.find("hard budget of client:acme reached") != std::string::npos);
-  CHECK(money("SELECT reserved::float8 FROM spool_spend WHERE scope = 'client:acme'")
+  CHECK(money("SELECT reserved::float8 FROM spool_money WHERE scope = 'client:acme'")
         == Approx(1));
   for (auto& r : got.runs)
     REQUIRE(finish(r, record_kind::ok, 0.5).accepted);
   CHECK(spent("client:acme") == Approx(1));
   CHECK(spent("client:globex") == Approx(1.5));
-  CHECK(money("SELECT reserved::float8 FROM spool_spend WHERE scope = 'client:acme'") == 0);
+  CHECK(money("SELECT reserved::float8 FROM spool_money WHERE scope = 'client:acme'") == 0);
 }
 
 TEST_CASE_METHOD(budget_fixture, "the report shows spend, estimates and actuals by key",
