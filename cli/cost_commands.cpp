@@ -8,6 +8,7 @@
 
 #include <boost/json.hpp>
 
+#include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <stdexcept>
@@ -27,6 +28,12 @@ std::string usd(double x) {
   while (s.size() > 1 && s.back() == '0' && s[s.size() - 3] != '.')
     s.pop_back();
   return s;
+}
+
+std::string ratio(double x) {
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%.2f", x);
+  return buf;
 }
 
 std::string number(double x) {
@@ -113,6 +120,13 @@ int cost_report(const global_options& g, const std::string& day, const std::stri
     for (size_t i = 0; ok && i < day.size(); ++i)
       if (i != 4 && i != 7)
         ok = day[i] >= '0' && day[i] <= '9';
+    if (ok) {
+      using namespace std::chrono;
+      year_month_day ymd{year{std::stoi(day.substr(0, 4))},
+                         month{static_cast<unsigned>(std::stoi(day.substr(5, 2)))},
+                         std::chrono::day{static_cast<unsigned>(std::stoi(day.substr(8, 2)))}};
+      ok = ymd.ok();
+    }
     if (!ok)
       throw std::invalid_argument("--day: must be a date YYYY-MM-DD, got '" + day + "'");
   }
@@ -142,7 +156,7 @@ int cost_report(const global_options& g, const std::string& day, const std::stri
                 key.empty() ? (by.empty() ? "total" : "(none)") : key.c_str(),
                 usd(res.f64(i, 2)).c_str(), usd(res.f64(i, 3)).c_str(),
                 static_cast<long long>(res.i64(i, 4)), usd(est).c_str(), usd(act).c_str(),
-                est > 0 ? number(act / est).c_str() : "-");
+                est > 0 ? ratio(act / est).c_str() : "-");
   }
   if (res.rows() == 0)
     std::printf("(nothing spent or enqueued that day)\n");

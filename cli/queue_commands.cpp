@@ -78,8 +78,10 @@ void print_task(const json::object& t) {
       detail = "held by " + text_of(r.at("lease_owner"));
     else if (!r.at("output").is_null())
       detail = text_of(r.at("output"));
-    if (detail.size() > 100)
-      detail = detail.substr(0, 97) + "...";
+    if (detail.size() > 100) {
+      detail.resize(97);
+      detail += "...";
+    }
     std::printf("  %-12s %-10s %7s %6s %5s  %s\n", text_of(r.at("stage")).c_str(),
                 text_of(r.at("state")).c_str(), text_of(r.at("attempt")).c_str(),
                 text_of(r.at("failed_attempts")).c_str(), text_of(r.at("lost_attempts")).c_str(),
@@ -133,14 +135,17 @@ void print_status(const json::object& s) {
     std::printf(" %s %lld", std::string{state}.c_str(), static_cast<long long>(n.as_int64()));
   if (auto* c = s.if_contains("cost")) {
     auto& m = c->as_object();
-    auto limit = [&](const char* key) {
-      return m.at(key).is_null() ? std::string("none") : text_of(m.at(key)) + " USD";
+    auto usd = [&](const char* key) {
+      if (m.at(key).is_null())
+        return std::string("none");
+      char buf[48];
+      std::snprintf(buf, sizeof buf, "%.2f USD", m.at(key).to_number<double>());
+      return std::string(buf);
     };
-    std::printf("\ncost today (%s): %s USD spent, %s reserved; soft budget %s, hard %s%s; "
+    std::printf("\ncost today (%s): %s spent, %s reserved; soft budget %s, hard %s%s; "
                 "%lld task(s) past their estimate",
-                text_of(m.at("day")).c_str(), text_of(m.at("spent")).c_str(),
-                text_of(m.at("reserved")).c_str(), limit("soft_usd").c_str(),
-                limit("hard_usd").c_str(),
+                text_of(m.at("day")).c_str(), usd("spent").c_str(), usd("reserved").c_str(),
+                usd("soft_usd").c_str(), usd("hard_usd").c_str(),
                 m.at("held_back").as_bool() ? " (paid work held back)" : "",
                 static_cast<long long>(m.at("overruns").as_int64()));
   }
