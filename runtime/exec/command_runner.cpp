@@ -1339,20 +1339,12 @@ void command_runner::kill_all_now() noexcept {
     for (auto pgid : impl_->groups)
       ::kill(-pgid, SIGKILL);
     std::string prefix = std::string{job_token_variable} + '=' + impl_->nonce + '.';
-    // A process caught mid-execve shows no token yet: look again, briefly.
-    for (int pass = 0; pass < 20; ++pass) {
-      proc_table table;
-      bool unread = false;
-      for (const auto& p : find_processes(table, 0, prefix, true, impl_->start_ticks)) {
-        if (p.by == proc_entry::mark::unread)
-          unread = true;
-        else if (!p.st.dead())
-          ::kill(p.pid, SIGKILL);
-      }
-      if (!unread)
-        break;
-      std::this_thread::sleep_for(std::chrono::milliseconds{1});
-    }
+    // One pass: the process is about to exit, and must not wait for one
+    // caught mid-execve (its token unreadable for a moment) to show it.
+    proc_table table;
+    for (const auto& p : find_processes(table, 0, prefix, true, impl_->start_ticks))
+      if (p.by != proc_entry::mark::unread && !p.st.dead())
+        ::kill(p.pid, SIGKILL);
   } catch (...) {
     // Out of memory while scanning: the groups at least are gone.
   }
