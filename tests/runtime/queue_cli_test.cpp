@@ -448,3 +448,60 @@ TEST_CASE("task show counts failed attempts and lost leases apart", "[db][cli]")
     }
   CHECK(row);
 }
+
+TEST_CASE("cost estimate, enqueue estimates, the report and status through the CLI",
+          "[cli][db][cost]") {
+  // The shipped prices (config/spool.json, the default --config).
+  auto est = run_spool({"cost", "estimate", "--payload",
+                        R"({"duration_s": 30, "variations": 3, "images": 3, "hd": true})"});
+  REQUIRE(est.exit_code == 0);
+  CHECK_THAT(est.out, Catch::Contains("flux-pro") && Catch::Contains("price.instead: hd")
+                        && Catch::Contains("0.10 x duration_s 30 x variations 3")
+                        && Catch::Contains("free (no price)") && Catch::Contains("9.515"));
+  auto as_json = run_spool({"cost", "estimate", "--json", "--payload", R"({"images": 2})"});
+  REQUIRE(as_json.exit_code == 0);
+  auto e = boost::json::parse(as_json.out).as_object();
+  CHECK(e.at("usd").to_number<double>() == Approx(0.006 + 0.10 + 0.02));
+  auto video = e.at("stages").at(1).as_object();
+  CHECK(video.at("stage") == "video_gen");
+  CHECK(video.at("assumed_1").as_array().size() == 2); // duration_s, variations
+  auto bad = run_spool({"cost", "estimate", "--payload", "[1]"});
+  CHECK(bad.exit_code == 2);
+  CHECK_THAT(bad.err, Catch::Contains("payload"));
+
+  test::fresh_database db;
+  std::map<std::string, std::string> env{{"SPOOL_DATABASE_URL", db.url()}};
+  auto enq = run_spool({"enqueue", "--file", "-"}, env,
+                       R"({"channel_id":"A","client_id":"acme","payload":{"duration_s":30,"variations":1,"images":3}})"
+                       "\n"
+                       R"({"channel_id":"B","client_id":"acme","estimated_cost":1.5,"payload":{}})"
+                       "\n");
+  REQUIRE(enq.exit_code == 0);
+  pg::connection conn{db.url()};
+  auto tasks = conn.exec("SELECT estimated_cost::float8 FROM tasks ORDER BY id");
+  CHECK(tasks.f64(0, 0) == Approx(3.029));
+  CHECK(tasks.f64(1, 0) == Approx(1.5)); // given: kept
+  CHECK(conn.exec("SELECT est_cost::float8 FROM stage_runs WHERE stage = 'video_gen' "
+                  "ORDER BY task_id LIMIT 1")
+          .f64(0, 0)
+        == Approx(3.0));
+
+  auto report = run_spool({"cost", "report", "--by", "client", "--json"}, env);
+  REQUIRE(report.exit_code == 0);
+  auto r = boost::json::parse(report.out).as_object();
+  REQUIRE(r.at("rows").as_array().size() == 1);
+  auto row = r.at("rows").at(0).as_object();
+  CHECK(row.at("key") == "acme");
+  CHECK(row.at("tasks") == 2);
+  CHECK(row.at("estimated").to_number<double>() == Approx(4.529));
+  CHECK(run_spool({"cost", "report", "--by", "channel"}, env).exit_code == 2);
+  auto badday = run_spool({"cost", "report", "--day", "2026-02-30"}, env);
+  CHECK(badday.exit_code == 2);
+  CHECK_THAT(badday.err, Catch::Contains("--day"));
+
+  auto status = run_spool({"status", "--json"}, env);
+  REQUIRE(status.exit_code == 0);
+  auto cost = boost::json::parse(status.out).at("cost").as_object();
+  CHECK(cost.at("hard_usd").to_number<double>() == 150); // the defaults until a worker writes
+  CHECK(cost.at("spent").to_number<double>() == 0);
+}
