@@ -15,6 +15,7 @@ packages=(
   libcaf-dev libpq-dev libboost-json1.81-dev libspdlog-dev catch2 libcli11-dev
   postgresql-15 postgresql-client-15
   ffmpeg espeak-ng sox fonts-dejavu-core python3 procps
+  prometheus # promtool: the tests check the metrics exposition with Prometheus's own linter
 )
 
 install_missing() {
