@@ -27,14 +27,17 @@ void check_name(const std::string& name, bool metric) {
     throw std::invalid_argument("label name '" + name + "' must not start with __ (reserved)");
 }
 
-/// HELP text escaped: backslash and newline.
-std::string escape_help(const std::string& h) {
+/// `v` with backslash and newline escaped, and double quotes when `quotes`
+/// (a label value; a HELP text keeps them).
+std::string escaped(const std::string& v, bool quotes) {
   std::string out;
-  for (char c : h) {
+  for (char c : v) {
     if (c == '\\')
       out += "\\\\";
     else if (c == '\n')
       out += "\\n";
+    else if (quotes && c == '"')
+      out += "\\\"";
     else
       out += c;
   }
@@ -78,18 +81,7 @@ std::string format_value(double x) {
 }
 
 std::string escape_label_value(const std::string& v) {
-  std::string out;
-  for (char c : v) {
-    if (c == '\\')
-      out += "\\\\";
-    else if (c == '"')
-      out += "\\\"";
-    else if (c == '\n')
-      out += "\\n";
-    else
-      out += c;
-  }
-  return out;
+  return escaped(v, true);
 }
 
 // -- series ---------------------------------------------------------------------
@@ -221,7 +213,7 @@ std::string registry::render() const {
   for (const auto& [name, e] : families_) {
     const char* type = e.kind == 'c' ? "counter" : e.kind == 'g' ? "gauge" : "histogram";
     const auto& help = e.kind == 'c' ? e.c->help() : e.kind == 'g' ? e.g->help() : e.h->help();
-    out += "# HELP " + name + " " + escape_help(help) + "\n";
+    out += "# HELP " + name + " " + escaped(help, false) + "\n";
     out += "# TYPE " + name + " " + type + "\n";
     if (e.kind == 'c') {
       e.c->each([&](const std::vector<std::string>& values, const counter& c) {
