@@ -91,6 +91,7 @@ void register_worker(self_ptr self) {
   for (auto& stage : st.config->stages)
     w.stages.push_back(stage.name);
   w.lease = worker(self).lease();
+  w.http_address = st.opts.http_address;
   self->request(st.opts.heartbeater, caf::duration{db_budget(worker(self))}, register_atom::value,
                 std::move(w))
     .then(

@@ -32,6 +32,8 @@ struct lease_keeper_options {
   caf::actor heartbeater; // the database actor
   caf::actor outcomes;    // the outcome writer
   std::shared_ptr<pg::outage_log> outage;
+  /// Where the worker serves /metrics (empty: nowhere); registered.
+  std::string http_address;
 };
 
 /// Spawned linked to `parent`.

@@ -1,7 +1,10 @@
 #include "actors/maintenance.hpp"
 
 #include "actors/messages.hpp"
+#include "runtime/logging.hpp"
 #include "runtime/pg/outage.hpp"
+#include "runtime/store/cluster_metrics.hpp"
+#include "runtime/worker_metrics.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
@@ -44,6 +47,7 @@ struct maintenance_state {
   caf::actor maintainer;
   std::shared_ptr<pg::outage_log> outage;
   std::string worker_id;
+  std::shared_ptr<worker_metrics> metrics; // may be null
   bool rescuing = false, sweeping = false, taking_events = false;
   episode stale, stale_approval;
   uint64_t generation = 0; // of the timers
@@ -78,9 +82,17 @@ void rescue(self_ptr self) {
             runs += (runs.empty() ? "" : ", ") + std::to_string(id);
           if (r.rescued > static_cast<int>(r.rescued_runs.size()))
             runs += ", ...";
-          spdlog::warn("rescued {} run(s) whose worker stopped heartbeating (runs {}; {} "
-                       "failed past their lost-lease limit)",
-                       r.rescued, runs, r.failed);
+          if (self->state.metrics)
+            self->state.metrics->rescued("lease_expired", r.rescued);
+          log_event(spdlog::level::warn, "rescued",
+                    {{"reason", "lease_expired"},
+                     {"runs", r.rescued},
+                     {"failed", r.failed},
+                     {"run_ids", runs},
+                     {"worker", self->state.worker_id}},
+                    fmt::format("rescued {} run(s) whose worker stopped heartbeating (runs {}; "
+                                "{} failed past their lost-lease limit)",
+                                r.rescued, runs, r.failed));
         }
       },
       [=](const caf::error& e) {
@@ -95,19 +107,21 @@ void sweep(self_ptr self) {
   if (st.sweeping)
     return;
   st.sweeping = true;
-  std::vector<store::stage_limit> limits;
-  for (auto& s : st.config->stages)
-    limits.push_back({s.name, s.timeout_s, s.timeout_per, s.timeout_max_s, s.retry.base_s});
   self
     ->request(st.maintainer, caf::duration{db_budget(worker(self), 2)}, sweep_atom::value,
-              std::move(limits), worker(self).stuck_margin_s, worker(self).stuck_sweep_interval_s)
+              store::stage_limits_of(*st.config), worker(self).stuck_margin_s, worker(self).stuck_sweep_interval_s)
     .then(
       [=](const maintenance_report& r) {
         self->state.sweeping = false;
-        if (r.stuck > 0)
-          spdlog::warn("stuck-job sweep: rescued {} run(s) running far past their timeout "
-                       "(counted as timed-out attempts)",
-                       r.stuck);
+        if (r.stuck > 0) {
+          if (self->state.metrics)
+            self->state.metrics->rescued("stuck", r.stuck);
+          log_event(spdlog::level::warn, "rescued",
+                    {{"reason", "stuck"}, {"runs", r.stuck}, {"worker", self->state.worker_id}},
+                    fmt::format("stuck-job sweep: rescued {} run(s) running far past their "
+                                "timeout (counted as timed-out attempts)",
+                                r.stuck));
+        }
         auto& st = self->state;
         if (st.stale.worsened(r.stale))
           spdlog::warn("stuck-job sweep: {} run(s) have waited longer than a sweep "
@@ -130,11 +144,36 @@ void sweep(self_ptr self) {
       });
 }
 
+/// One provider or cost event as a log event: `paused` is logged as
+/// provider_paused; cost events name their scope (and a cost_overrun its
+/// task) instead of a provider.
+void log_provider_event(const store::provider_event& e, const std::string& worker_id) {
+  bool cost = e.kind == "budget_warning" || e.kind == "budget_exhausted"
+              || e.kind == "cost_overrun";
+  bool bad = e.kind == "breaker_opened" || e.kind == "quota_exhausted"
+             || e.kind == "quota_warning" || e.kind == "paused" || e.kind == "budget_exhausted"
+             || e.kind == "budget_warning" || e.kind == "cost_overrun";
+  auto name = e.kind == "paused" ? std::string{"provider_paused"} : e.kind;
+  auto text = fmt::format("{} ({}): {}", name, e.provider, e.message);
+  auto level = bad ? spdlog::level::warn : spdlog::level::info;
+  if (!cost)
+    log_event(level, name, {{"provider", e.provider}, {"worker", worker_id}, {"detail", e.message}},
+              text);
+  else if (e.task_id)
+    log_event(level, name,
+              {{"scope", e.provider}, {"task_id", *e.task_id}, {"worker", worker_id},
+               {"detail", e.message}},
+              text);
+  else
+    log_event(level, name, {{"scope", e.provider}, {"worker", worker_id}, {"detail", e.message}},
+              text);
+}
+
 /// Logs the provider events no worker has logged yet (each is logged by
 /// exactly one worker of the cluster).
 void take_events(self_ptr self, std::function<void()> done = [] {}) {
   auto& st = self->state;
-  if (st.taking_events || st.config->providers.empty()) {
+  if (st.taking_events) {
     done();
     return;
   }
@@ -145,14 +184,8 @@ void take_events(self_ptr self, std::function<void()> done = [] {}) {
     .then(
       [=](const std::vector<store::provider_event>& events) {
         self->state.taking_events = false;
-        for (auto& e : events) {
-          bool bad = e.kind == "breaker_opened" || e.kind == "quota_exhausted"
-                     || e.kind == "quota_warning" || e.kind == "paused";
-          if (bad)
-            spdlog::warn("{} ({}): {}", e.kind, e.provider, e.message);
-          else
-            spdlog::info("{} ({}): {}", e.kind, e.provider, e.message);
-        }
+        for (auto& e : events)
+          log_provider_event(e, self->state.worker_id);
         done();
       },
       [=](const caf::error& e) {
@@ -165,9 +198,10 @@ void take_events(self_ptr self, std::function<void()> done = [] {}) {
 
 caf::behavior maintenance(self_ptr self, std::shared_ptr<const config::snapshot> cfg,
                           caf::actor maintainer, std::shared_ptr<pg::outage_log> outage,
-                          std::string worker_id) {
+                          std::string worker_id, std::shared_ptr<worker_metrics> metrics) {
   auto& st = self->state;
   st.worker_id = std::move(worker_id);
+  st.metrics = std::move(metrics);
   st.config = std::move(cfg);
   st.maintainer = std::move(maintainer);
   st.outage = std::move(outage);
@@ -218,9 +252,9 @@ caf::behavior maintenance(self_ptr self, std::shared_ptr<const config::snapshot>
 caf::actor spawn_maintenance(caf::local_actor* parent,
                              std::shared_ptr<const config::snapshot> config,
                              caf::actor maintainer, std::shared_ptr<pg::outage_log> outage,
-                             std::string worker_id) {
+                             std::string worker_id, std::shared_ptr<worker_metrics> metrics) {
   return parent->spawn<caf::linked>(maintenance, std::move(config), std::move(maintainer),
-                                    std::move(outage), std::move(worker_id));
+                                    std::move(outage), std::move(worker_id), std::move(metrics));
 }
 
 } // namespace spool::actors

@@ -19,6 +19,9 @@
 #include <memory>
 #include <string>
 
+namespace spool {
+class worker_metrics;
+}
 namespace spool::pg {
 class outage_log;
 }
@@ -29,6 +32,7 @@ namespace spool::actors {
 caf::actor spawn_maintenance(caf::local_actor* parent,
                              std::shared_ptr<const config::snapshot> config,
                              caf::actor maintainer, std::shared_ptr<pg::outage_log> outage,
-                             std::string worker_id);
+                             std::string worker_id,
+                             std::shared_ptr<worker_metrics> metrics = nullptr);
 
 } // namespace spool::actors

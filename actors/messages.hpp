@@ -61,6 +61,7 @@ using sync_atom = caf::atom_constant<caf::atom("sync")>;
 using retry_atom = caf::atom_constant<caf::atom("retry")>;
 using events_atom = caf::atom_constant<caf::atom("events")>;
 using warm_atom = caf::atom_constant<caf::atom("warm")>;
+using ping_atom = caf::atom_constant<caf::atom("ping")>;
 
 /// How long to wait for a database actor's answer to a request that takes
 /// `calls` database calls: their client-side deadlines, and a margin.

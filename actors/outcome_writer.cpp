@@ -3,6 +3,7 @@
 #include "actors/messages.hpp"
 #include "actors/trace.hpp"
 #include "runtime/pg/outage.hpp"
+#include "runtime/worker_metrics.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
@@ -60,12 +61,16 @@ void flush(self_ptr self) {
   for (size_t k = n; k > 1; k /= 2)
     calls += 2;
   trace_step("record", st.recording.front().run_id);
+  auto asked = std::chrono::steady_clock::now();
   self
     ->request(st.opts.recorder, caf::duration{db_budget(w, calls)}, record_atom::value,
               st.opts.worker_id, outcome_batch{st.recording})
     .then(
       [=](const recorded_batch& res) {
         auto& s = self->state;
+        if (s.opts.metrics)
+          s.opts.metrics->recorded(
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - asked).count());
         s.backoff = 0ms;
         for (auto& r : s.recording)
           trace_step("recorded", r.run_id);

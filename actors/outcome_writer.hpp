@@ -21,6 +21,9 @@
 #include <memory>
 #include <string>
 
+namespace spool {
+class worker_metrics;
+}
 namespace spool::pg {
 class outage_log;
 }
@@ -31,6 +34,7 @@ struct outcome_writer_options {
   std::string worker_id;
   caf::actor recorder; // the database actor
   std::shared_ptr<pg::outage_log> outage;
+  std::shared_ptr<worker_metrics> metrics; // may be null
 };
 
 /// Spawned linked to `parent`.

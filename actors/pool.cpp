@@ -5,7 +5,9 @@
 #include "actors/trace.hpp"
 #include "runtime/config/retry.hpp"
 #include "runtime/exec/outcome_check.hpp"
+#include "runtime/logging.hpp"
 #include "runtime/pg/outage.hpp"
+#include "runtime/worker_metrics.hpp"
 
 #include <boost/json/parse.hpp>
 #include <caf/actor_system.hpp>
@@ -61,6 +63,7 @@ struct pool_state {
   bool reported_drained = false;
   uint64_t poll_generation = 0;
   uint64_t ok = 0, failed = 0, retried = 0;
+  worker_metrics::stage_meters meters; // all null without metrics
   std::mt19937_64 rng{std::random_device{}()};
   static inline const char* name = "stage_pool";
 };
@@ -102,6 +105,14 @@ void resize(self_ptr self) {
     retire(self, st.idle.back());
     st.idle.pop_back();
   }
+  if (st.meters.pool_size != nullptr)
+    st.meters.pool_size->set(static_cast<double>(want));
+}
+
+/// Updates the in-flight gauge after the job set changed.
+void count_in_flight(pool_state& st) {
+  if (st.meters.in_flight != nullptr)
+    st.meters.in_flight->set(static_cast<double>(st.jobs.size()));
 }
 
 /// The jobs executing run `run_id`, whatever their lease token.
@@ -127,6 +138,32 @@ void record(self_ptr self, store::outcome_record rec) {
   st.outgoing.push_back(std::move(rec));
   if (st.outgoing.size() == 1)
     self->send(self, flush_atom::value);
+}
+
+/// Counts an attempt that reached an outcome, and logs it as `completed`
+/// when it succeeded.
+void observe(self_ptr self, const job_state& js, const outcome& o, int64_t started_us,
+             int64_t finished_us) {
+  auto& st = self->state;
+  const auto& run = js.job.run;
+  double seconds = started_us > 0 && finished_us >= started_us
+                     ? static_cast<double>(finished_us - started_us) / 1e6
+                     : 0;
+  if (st.opts.metrics)
+    st.opts.metrics->attempt_finished(st.meters, run.stage, run.provider, to_string(o.kind),
+                                      seconds, o.cost);
+  if (o.kind == outcome_kind::ok)
+    log_event(spdlog::level::info, "completed",
+              {{"task_id", run.task_id},
+               {"run_id", run.run_id},
+               {"stage", run.stage},
+               {"attempt", run.attempt},
+               {"provider", run.provider},
+               {"worker", st.opts.worker_id},
+               {"duration_s", seconds},
+               {"cost", o.cost}},
+              fmt::format("{} task {} attempt {}: completed in {:.3f} s", run.stage,
+                          run.task_id, run.attempt, seconds));
 }
 
 void handle_outcome(self_ptr self, job_state& js, outcome o, int64_t started_us = 0,
@@ -155,6 +192,7 @@ void handle_outcome(self_ptr self, job_state& js, outcome o, int64_t started_us 
   const auto& stage = *js.job.stage;
   o = exec::check_outcome(std::move(o), exec::limits_of(stage));
   rec.cost = o.cost;
+  observe(self, js, o, started_us, finished_us);
   if (o.kind == outcome_kind::ok) {
     rec.output = std::move(o.output);
     ++st.ok;
@@ -170,24 +208,47 @@ void handle_outcome(self_ptr self, job_state& js, outcome o, int64_t started_us 
   rec.delay = decision.delay;
   rec.error_class = std::string{to_string(o.kind)};
   rec.message = decision.reason.empty() ? o.message : decision.reason + "; last: " + o.message;
+  auto event = [&](spdlog::level::level_enum level, std::string_view name, std::string text) {
+    log_event(level, name,
+              {{"task_id", run.task_id},
+               {"run_id", run.run_id},
+               {"stage", run.stage},
+               {"attempt", run.attempt},
+               {"provider", run.provider},
+               {"worker", st.opts.worker_id},
+               {"error_class", rec.error_class},
+               {"retry_in_s", static_cast<double>(rec.delay.count()) / 1000},
+               {"error", rec.message}},
+              text);
+  };
   switch (decision.act) {
     case act::retry_at:
       rec.kind = store::record_kind::retry;
       ++st.retried;
-      spdlog::info("{} task {} attempt {}: {} error, retry in {} ms: {}", run.stage, run.task_id,
-                   run.attempt, rec.error_class, rec.delay.count(), rec.message);
+      if (st.meters.retries != nullptr)
+        st.meters.retries->inc();
+      event(spdlog::level::info, "retry_scheduled",
+            fmt::format("{} task {} attempt {}: {} error, retry in {} ms: {}", run.stage,
+                        run.task_id, run.attempt, rec.error_class, rec.delay.count(),
+                        rec.message));
       break;
     case act::snooze:
       rec.kind = store::record_kind::snooze;
       ++st.retried;
-      spdlog::info("{} task {}: rate limited, snoozed {} ms", run.stage, run.task_id,
-                   rec.delay.count());
+      if (st.meters.retries != nullptr)
+        st.meters.retries->inc();
+      event(spdlog::level::info, "retry_scheduled",
+            fmt::format("{} task {}: rate limited, snoozed {} ms", run.stage, run.task_id,
+                        rec.delay.count()));
       break;
     case act::fail:
       rec.kind = store::record_kind::fail;
       ++st.failed;
-      spdlog::warn("{} task {} attempt {} failed for good ({}): {}", run.stage, run.task_id,
-                   run.attempt, rec.error_class, rec.message);
+      if (st.meters.failed != nullptr)
+        st.meters.failed->inc();
+      event(spdlog::level::warn, "failed",
+            fmt::format("{} task {} attempt {} failed for good ({}): {}", run.stage,
+                        run.task_id, run.attempt, rec.error_class, rec.message));
       break;
   }
   record(self, std::move(rec));
@@ -206,6 +267,22 @@ std::chrono::milliseconds timeout_of(const config::stage_config& stage,
   return stage.timeout();
 }
 
+void lease_lost(self_ptr self, const job_state& js, std::string_view what) {
+  auto& st = self->state;
+  const auto& run = js.job.run;
+  if (st.meters.leases_lost != nullptr)
+    st.meters.leases_lost->inc();
+  log_event(spdlog::level::warn, "lease_lost",
+            {{"task_id", run.task_id},
+             {"run_id", run.run_id},
+             {"stage", run.stage},
+             {"attempt", run.attempt},
+             {"provider", run.provider},
+             {"worker", st.opts.worker_id}},
+            fmt::format("lease lost: {} task {} attempt {} {}", run.stage, run.task_id,
+                        run.attempt, what));
+}
+
 void dispatch(self_ptr self, store::claimed_run run) {
   auto& st = self->state;
   if (st.draining || st.retiring || st.idle.empty() || st.stage == nullptr) {
@@ -220,9 +297,7 @@ void dispatch(self_ptr self, store::claimed_run run) {
     if (old.lost || old.cancelled)
       return;
     old.lost = true;
-    spdlog::warn("lease lost: {} task {} attempt {} was claimed again; stopping the old "
-                 "execution",
-                 old.job.run.stage, old.job.run.task_id, old.job.run.attempt);
+    lease_lost(self, old, "was claimed again; stopping the old execution");
     stop_job(self, old);
   });
   auto actor = std::move(st.idle.back());
@@ -239,9 +314,22 @@ void dispatch(self_ptr self, store::claimed_run run) {
   job.run = std::move(run);
   job_key key{job.run.run_id, job.run.lease_token};
   auto timeout = job.timeout;
+  if (st.meters.claimed != nullptr)
+    st.meters.claimed->inc();
+  log_event(spdlog::level::debug, "claimed",
+            {{"task_id", job.run.task_id},
+             {"run_id", job.run.run_id},
+             {"stage", job.run.stage},
+             {"attempt", job.run.attempt},
+             {"provider", job.run.provider},
+             {"worker", st.opts.worker_id}},
+            fmt::format("{} task {} attempt {}: claimed{}{}", job.run.stage, job.run.task_id,
+                        job.run.attempt, job.run.provider.empty() ? "" : " for ",
+                        job.run.provider));
   st.busy[actor.address()] = key;
   self->send(actor, job_atom::value, job);
   st.jobs.insert_or_assign(key, job_state{std::move(job), actor});
+  count_in_flight(st);
   self->delayed_send(self, timeout, timeout_atom::value, key.first, key.second);
 }
 
@@ -288,10 +376,14 @@ void maybe_claim(self_ptr self) {
   req.deadline = steady::now() + budget;
   st.claim_token = req.token;
   trace_step("claim", st.opts.stage);
+  auto asked = steady::now();
   self->request(st.opts.claimer, caf::duration{budget}, claim_atom::value, std::move(req))
     .then(
       [=](claim_batch& batch) {
         auto& s = self->state;
+        if (s.meters.claim_duration != nullptr)
+          s.meters.claim_duration->observe(
+            std::chrono::duration<double>(steady::now() - asked).count());
         s.claiming = 0;
         s.claim_token = 0;
         s.more = static_cast<int>(batch.runs.size()) == n;
@@ -389,6 +481,7 @@ void on_stage_actor_down(self_ptr self, const caf::down_msg& dm) {
     if (auto j = st.jobs.find(*key); j != st.jobs.end()) {
       auto js = std::move(j->second);
       st.jobs.erase(j);
+      count_in_flight(st);
       outcome o;
       o.kind = outcome_kind::transient;
       o.message = "stage actor crashed: " + self->system().render(dm.reason);
@@ -407,6 +500,8 @@ caf::behavior pool(self_ptr self, caf::actor parent, std::shared_ptr<const confi
   st.opts = std::move(opts);
   st.config = std::move(cfg);
   st.stage = st.config->stage(st.opts.stage);
+  if (st.opts.metrics)
+    st.meters = st.opts.metrics->stage(st.opts.stage);
   self->set_down_handler([=](caf::down_msg& dm) { on_stage_actor_down(self, dm); });
   resize(self);
   maybe_claim(self);
@@ -426,6 +521,7 @@ caf::behavior pool(self_ptr self, caf::actor parent, std::shared_ptr<const confi
       if (j != s.jobs.end() && j->second.job.run.attempt == r.attempt) {
         auto js = std::move(j->second);
         s.jobs.erase(j);
+        count_in_flight(s);
         handle_outcome(self, js, std::move(r.result), r.started_us, r.finished_us);
       }
       claim_soon(self);
@@ -484,9 +580,9 @@ caf::behavior pool(self_ptr self, caf::actor parent, std::shared_ptr<const confi
         return; // its outcome is on its way: the fence decides
       auto& js = j->second;
       js.lost = true;
-      spdlog::warn("lease lost: {} task {} attempt {} is no longer this worker's "
-                   "(rescued, swept or re-claimed); stopping it, recording nothing",
-                   js.job.run.stage, js.job.run.task_id, js.job.run.attempt);
+      lease_lost(self, js,
+                 "is no longer this worker's (rescued, swept or re-claimed); stopping it, "
+                 "recording nothing");
       stop_job(self, js);
     },
     [=](held_atom) {

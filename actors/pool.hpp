@@ -31,6 +31,9 @@
 #include <memory>
 #include <string>
 
+namespace spool {
+class worker_metrics;
+}
 namespace spool::exec {
 class command_runner;
 }
@@ -50,6 +53,7 @@ struct pool_options {
   caf::actor outcomes; // the outcome writer
   std::shared_ptr<exec::command_runner> runner;
   std::shared_ptr<pg::outage_log> outage;
+  std::shared_ptr<worker_metrics> metrics; // may be null
 };
 
 /// Spawned monitored by `parent`, which gets its reports.

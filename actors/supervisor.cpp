@@ -9,7 +9,9 @@
 #include "actors/outcome_writer.hpp"
 #include "actors/pool.hpp"
 #include "runtime/exec/command_runner.hpp"
+#include "runtime/logging.hpp"
 #include "runtime/pg/outage.hpp"
+#include "runtime/worker_metrics.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
@@ -86,6 +88,7 @@ void add_pool(self_ptr self, const std::string& stage) {
   po.outcomes = st.outcomes;
   po.runner = st.opts.runner;
   po.outage = st.outage;
+  po.metrics = st.opts.metrics;
   st.pools[stage] = spawn_pool(self, st.config, std::move(po));
 }
 
@@ -141,6 +144,8 @@ void drain(self_ptr self) {
   if (st.draining)
     return;
   st.draining = true;
+  if (st.opts.metrics)
+    st.opts.metrics->draining(true);
   spdlog::info("draining: no new claims; running jobs get {} s to finish",
                worker(self).shutdown_grace_s);
   for (auto& p : all_pools(self))
@@ -264,6 +269,8 @@ void sync_providers(self_ptr self) {
 
 void record_applied(self_ptr self, std::vector<std::string> restart_pending) {
   auto& st = self->state;
+  if (st.opts.metrics)
+    st.opts.metrics->config_applied(st.config, st.stored_version);
   self->send(st.leases, applied_atom::value,
              applied_config{st.opts.worker_id, st.config->version, st.stored_version, epoch_us(),
                             std::move(restart_pending)});
@@ -302,6 +309,8 @@ void apply(self_ptr self, const config_update& u) {
   // A rule across keys may break when restart-only values stay (a new
   // db_call_timeout_s below the running db_statement_timeout_s).
   if (auto checked = config::validate(*next); !checked.ok()) {
+    if (st.opts.metrics)
+      st.opts.metrics->config_reload("refused");
     spdlog::error("configuration_refused ({}): with the running values of what needs a restart "
                   "({}), it has {} problem(s); the configuration in force stays: {}",
                   u.reason, kept.empty() ? "none" : kept,
@@ -311,6 +320,8 @@ void apply(self_ptr self, const config_update& u) {
   st.config = next;
   st.stored_version = u.stored_version;
   if (changes.empty()) {
+    if (st.opts.metrics)
+      st.opts.metrics->config_reload("unchanged");
     spdlog::info("configuration unchanged ({}): version {}", u.reason, next->version);
     record_applied(self, {});
     return;
@@ -319,8 +330,19 @@ void apply(self_ptr self, const config_update& u) {
     spdlog::warn("configuration_restart_required ({}): {} need(s) a restart to change; kept "
                  "at the running values",
                  u.reason, kept);
-  spdlog::info("configuration_reloaded ({}): version {} -> {}: {}", u.reason, before->version,
-               next->version, applied.empty() ? "no live change" : applied);
+  if (st.opts.metrics)
+    st.opts.metrics->config_reload("applied");
+  log_event(spdlog::level::info, "configuration_reloaded",
+            {{"reason", u.reason},
+             {"worker", st.opts.worker_id},
+             {"from_version", before->version},
+             {"to_version", next->version},
+             {"stored_version", u.stored_version},
+             {"changes", applied},
+             {"restart_required", kept}},
+            fmt::format("configuration_reloaded ({}): version {} -> {}: {}", u.reason,
+                        before->version, next->version,
+                        applied.empty() ? "no live change" : applied));
   for (auto* a : {&st.outcomes, &st.leases, &st.maintenance})
     self->send(*a, config_atom::value, next);
   if (next->worker.db_call_timeout_s != before->worker.db_call_timeout_s) {
@@ -454,10 +476,13 @@ caf::behavior supervisor(self_ptr self, std::shared_ptr<const config::snapshot> 
   st.recorder = spawn_recorder(self, db);
   st.heartbeater = spawn_heartbeater(self, db);
   st.maintainer = spawn_maintainer(self, db);
-  st.outcomes = spawn_outcome_writer(self, st.config, {st.opts.worker_id, st.recorder, st.outage});
+  st.outcomes = spawn_outcome_writer(self, st.config,
+                                     {st.opts.worker_id, st.recorder, st.outage, st.opts.metrics});
   st.leases = spawn_lease_keeper(self, st.config,
-                                 {st.opts.worker_id, st.heartbeater, st.outcomes, st.outage});
-  st.maintenance = spawn_maintenance(self, st.config, st.maintainer, st.outage, st.opts.worker_id);
+                                 {st.opts.worker_id, st.heartbeater, st.outcomes, st.outage,
+                                  st.opts.http_address});
+  st.maintenance = spawn_maintenance(self, st.config, st.maintainer, st.outage, st.opts.worker_id,
+                                     st.opts.metrics);
   st.source = spawn_config_source(self, {st.opts.config_source, st.opts.watch_config,
                                          st.stored_version, st.maintainer,
                                          caf::actor_cast<caf::actor>(self), st.outage});
@@ -502,6 +527,7 @@ caf::behavior supervisor(self_ptr self, std::shared_ptr<const config::snapshot> 
                          generation);
     },
     [=](drain_atom) { drain(self); },
+    [=](ping_atom) { return true; },
     [=](sync_atom) { sync_providers(self); },
     [=](stop_atom) {
       auto& s = self->state;

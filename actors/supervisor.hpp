@@ -20,7 +20,9 @@
 // actor that uses it, spawns pools for new stages and lets removed ones
 // drain.
 //
-// Accepts: (drain_atom) — stop claiming, let running jobs finish within the
+// Accepts: (ping_atom) -> bool — answers while its mailbox is served (the
+//          health check).
+//          (drain_atom) — stop claiming, let running jobs finish within the
 //          shutdown grace, release the rest, then quit.
 //          (reload_atom, reason) — re-read the configuration source.
 // Quits by itself with --exit-when-idle once nothing is ready, running or
@@ -35,6 +37,9 @@
 #include <memory>
 #include <string>
 
+namespace spool {
+class worker_metrics;
+}
 namespace spool::exec {
 class command_runner;
 }
@@ -57,6 +62,13 @@ struct supervisor_options {
   int64_t config_stored_version = 0;
   std::shared_ptr<exec::command_runner> runner;
   std::shared_ptr<std::atomic<int>> exit_code;
+  /// The worker's metrics (may be null): the supervisor keeps the
+  /// configuration and draining state in them and hands them to the actors
+  /// that count.
+  std::shared_ptr<worker_metrics> metrics;
+  /// Where the worker serves /metrics ("host:port"; empty: nowhere), as
+  /// registered for `spool status`.
+  std::string http_address;
 };
 
 caf::actor spawn_supervisor(caf::actor_system& sys,

@@ -3,6 +3,8 @@
 #include "actors/messages.hpp"
 #include "actors/supervisor.hpp"
 #include "runtime/exec/command_runner.hpp"
+#include "runtime/http/monitoring.hpp"
+#include "runtime/worker_metrics.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
@@ -12,6 +14,7 @@
 #include <spdlog/spdlog.h>
 
 #include <csignal>
+#include <mutex>
 #include <pthread.h>
 #include <random>
 #include <thread>
@@ -27,6 +30,57 @@ std::string make_worker_id() {
   std::snprintf(suffix, sizeof suffix, "%06x", rd() & 0xffffff);
   return std::string{host} + ":" + std::to_string(::getpid()) + ":" + suffix;
 }
+
+namespace {
+
+/// The worker's HTTP endpoint (/metrics, /healthz, /readyz), or null when
+/// it is off or cannot listen (the worker runs on without it: work never
+/// stops for want of metrics).
+struct http_endpoint {
+  std::unique_ptr<http::monitoring> monitoring;
+  std::unique_ptr<http::server> server;
+};
+
+http_endpoint start_http(const config::snapshot& cfg, const worker_options& opts,
+                         std::shared_ptr<worker_metrics> metrics,
+                         std::function<std::string()> health) {
+  http_endpoint out;
+  auto listen = opts.http_listen.value_or(cfg.http.listen);
+  if (listen == "off")
+    return out;
+  http::server_options so;
+  if (auto problem = http::parse_endpoint(listen, so.listen); !problem.empty()) {
+    spdlog::error("http: cannot listen on \"{}\": {}; this worker serves no metrics", listen,
+                  problem);
+    return out;
+  }
+  http::monitoring_options mo;
+  mo.database_url = opts.database_url;
+  mo.cluster_metrics = opts.cluster_metrics.value_or(cfg.http.cluster_metrics);
+  mo.health = std::move(health);
+  mo.draining = [metrics] { return metrics->is_draining(); };
+  mo.config = [metrics] { return metrics->config(); };
+  mo.metrics = std::move(metrics);
+  out.monitoring = std::make_unique<http::monitoring>(std::move(mo));
+  http::router routes;
+  out.monitoring->add_routes(routes);
+  try {
+    out.server = std::make_unique<http::server>(std::move(so), std::move(routes));
+  } catch (const std::exception& e) {
+    spdlog::error("http: {}; this worker serves no metrics (set http.listen or --http)",
+                  e.what());
+    out.monitoring.reset();
+    return out;
+  }
+  spdlog::info("http: serving /metrics, /healthz and /readyz on http://{}{}",
+               out.server->address(),
+               out.monitoring && opts.cluster_metrics.value_or(cfg.http.cluster_metrics)
+                 ? " (with the cluster's metrics)"
+                 : "");
+  return out;
+}
+
+} // namespace
 
 int run_worker(std::shared_ptr<const config::snapshot> config, const worker_options& opts) {
   // A write to a closed pipe (`spool run 2>&1 | head -1`) fails with EPIPE
@@ -53,7 +107,31 @@ int run_worker(std::shared_ptr<const config::snapshot> config, const worker_opti
     // The worker's actors are few and message-driven; stealing buys nothing.
     cfg.set("scheduler.policy", caf::atom("sharing"));
     caf::actor_system sys{cfg};
+    auto metrics = std::make_shared<worker_metrics>();
+    metrics->config_applied(config, opts.config_stored_version);
+    // The supervisor answers pings while its mailbox is served; the HTTP
+    // threads ask it (never a scheduler thread: a scoped actor blocks).
+    auto sup_ref = std::make_shared<std::pair<std::mutex, caf::actor>>();
+    auto health = [&sys, sup_ref]() -> std::string {
+      caf::actor sup;
+      {
+        std::lock_guard guard{sup_ref->first};
+        sup = sup_ref->second;
+      }
+      if (!sup)
+        return "starting";
+      caf::scoped_actor self{sys};
+      std::string problem = "the supervisor did not answer within 2 s";
+      self->request(sup, caf::duration{std::chrono::seconds{2}}, ping_atom::value)
+        .receive([&](bool) { problem.clear(); },
+                 [&](caf::error& e) { problem = "the supervisor: " + sys.render(e); });
+      return problem;
+    };
+    auto endpoint = start_http(*config, opts, metrics, health);
     supervisor_options so;
+    so.metrics = metrics;
+    if (endpoint.server)
+      so.http_address = endpoint.server->address();
     so.database_url = opts.database_url;
     so.worker_id = make_worker_id();
     so.data_dir = opts.data_dir;
@@ -64,6 +142,10 @@ int run_worker(std::shared_ptr<const config::snapshot> config, const worker_opti
     so.runner = runner;
     so.exit_code = exit_code;
     auto sup = spawn_supervisor(sys, std::move(config), so);
+    {
+      std::lock_guard guard{sup_ref->first};
+      sup_ref->second = sup;
+    }
 
     std::thread signals{[&sigs, sup, runner] {
       int received = 0;
@@ -107,6 +189,12 @@ int run_worker(std::shared_ptr<const config::snapshot> config, const worker_opti
     }
     ::pthread_kill(signals.native_handle(), SIGUSR1); // ends the signal thread
     signals.join();
+    if (endpoint.server)
+      endpoint.server->stop(); // before the actor system its health check asks
+    {
+      std::lock_guard guard{sup_ref->first};
+      sup_ref->second = nullptr;
+    }
   }
   return code;
 }

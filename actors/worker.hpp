@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace spool::actors {
@@ -24,6 +25,10 @@ struct worker_options {
   bool watch_config = true;
   /// The stored version the initial configuration came from (db only).
   int64_t config_stored_version = 0;
+  /// Overrides of the configuration's http.listen and http.cluster_metrics
+  /// (--http, --cluster-metrics).
+  std::optional<std::string> http_listen;
+  std::optional<bool> cluster_metrics;
 };
 
 /// Runs the worker until it drains (SIGTERM/SIGINT, or idle with

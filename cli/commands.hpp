@@ -176,8 +176,20 @@ struct run_options {
   bool exit_when_idle = false;
   /// Re-read a config file when it changes (SIGHUP re-reads it anyway).
   bool watch = true;
+  /// Overrides http.listen; empty: the config's.
+  std::string http;
+  /// Sets http.cluster_metrics.
+  bool cluster_metrics = false;
 };
 int run(const global_options& g, const run_options& o);
+
+struct exporter_options {
+  std::string config = "config/spool.json";
+  std::string http = "127.0.0.1:9463";
+};
+/// Serves the cluster-wide metrics (and /healthz, /readyz) until SIGINT or
+/// SIGTERM, without running work.
+int exporter(const global_options& g, const exporter_options& o);
 
 struct demo_options {
   std::string config = "config/demo.json";

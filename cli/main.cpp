@@ -185,7 +185,21 @@ void add_run_command(CLI::App& app, action& act, const global_options& g) {
               "Exit 0 once no work is ready, running or waiting on a retry");
   r->add_flag("!--no-watch", o->watch,
               "Do not watch the config file; re-read it on SIGHUP only");
+  r->add_option("--http", o->http,
+                "Serve /metrics, /healthz and /readyz on host:port (port 0: any free one), or "
+                "off; overrides http.listen");
+  r->add_flag("--cluster-metrics", o->cluster_metrics,
+              "Also serve the cluster-wide metrics from the database (one process per "
+              "cluster should)");
   on_run(r, act, [&g, o] { return run(g, *o); });
+  auto e = std::make_shared<exporter_options>();
+  auto x = app.add_subcommand("exporter", "Serve the cluster-wide metrics (queue depth, task "
+                                          "states, providers, budgets) for Prometheus, without "
+                                          "running work");
+  x->add_option("--config", e->config, "Config (stage timeouts for stuck runs): a file or db")
+    ->capture_default_str();
+  x->add_option("--http", e->http, "Listen on host:port")->capture_default_str();
+  on_run(x, act, [&g, e] { return exporter(g, *e); });
 }
 
 void add_demo_command(CLI::App& app, action& act, const global_options& g) {

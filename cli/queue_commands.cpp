@@ -180,12 +180,14 @@ void print_status(const json::object& s) {
     if (!pending.empty())
       pending = "  restart pending: " + pending;
     auto stages = joined(w.at("stages").as_array());
-    std::printf("  %-32s %s pid %lld  running %lld  heartbeat %s ago  config %s  stages %s%s%s\n",
+    auto& http = w.at("http_address");
+    std::printf("  %-32s %s pid %lld  running %lld  heartbeat %s ago  config %s  stages %s  "
+                "http %s%s%s\n",
                 text_of(w.at("id")).c_str(), text_of(w.at("host")).c_str(),
                 static_cast<long long>(w.at("pid").as_int64()),
                 static_cast<long long>(w.at("running").as_int64()), duration_text(age).c_str(),
-                config.c_str(), stages.empty() ? "all" : stages.c_str(), pending.c_str(),
-                mark.c_str());
+                config.c_str(), stages.empty() ? "all" : stages.c_str(),
+                http.is_null() ? "-" : text_of(http).c_str(), pending.c_str(), mark.c_str());
   }
   auto& configs = s.at("configurations").as_array();
   if (configs.size() > 1) {

@@ -2,8 +2,14 @@
 
 #include "actors/worker.hpp"
 #include "cli/commands.hpp"
+#include "runtime/http/monitoring.hpp"
 
+#include <spdlog/spdlog.h>
+
+#include <csignal>
 #include <filesystem>
+#include <pthread.h>
+#include <stdexcept>
 
 namespace spool::cli {
 
@@ -24,7 +30,45 @@ int run(const global_options& g, const run_options& o) {
   wo.config_source = loaded.source;
   wo.watch_config = o.watch;
   wo.config_stored_version = loaded.stored_version;
+  if (!o.http.empty()) {
+    http::endpoint ep;
+    if (auto problem = http::parse_endpoint(o.http, ep); o.http != "off" && !problem.empty())
+      throw std::invalid_argument("--http: " + problem + " (or off), got \"" + o.http + "\"");
+    wo.http_listen = o.http;
+  }
+  if (o.cluster_metrics)
+    wo.cluster_metrics = true;
   return actors::run_worker(loaded.config, wo);
+}
+
+int exporter(const global_options& g, const exporter_options& o) {
+  http::server_options so;
+  if (auto problem = http::parse_endpoint(o.http, so.listen); !problem.empty())
+    throw std::invalid_argument("--http: " + problem + ", got \"" + o.http + "\"");
+  auto loaded = load_config_source(g, o.config);
+  std::shared_ptr<const config::snapshot> cfg = loaded.config;
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  for (int s : {SIGINT, SIGTERM})
+    sigaddset(&sigs, s);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr); // before the server's threads start
+  http::monitoring_options mo;
+  mo.database_url = database_url(g, cfg.get());
+  mo.cluster_metrics = true;
+  mo.config = [cfg] { return cfg; };
+  http::monitoring mon{std::move(mo)};
+  http::router routes;
+  mon.add_routes(routes);
+  http::server server{std::move(so), std::move(routes)}; // throws naming the address
+  spdlog::info("exporter: serving the cluster's metrics on http://{}/metrics",
+               server.address());
+  std::printf("spool exporter: http://%s/metrics\n", server.address().c_str());
+  std::fflush(stdout);
+  int sig = 0;
+  sigwait(&sigs, &sig);
+  spdlog::info("exporter: got {}: stopping", strsignal(sig));
+  server.stop();
+  return 0;
 }
 
 } // namespace spool::cli

@@ -4,6 +4,8 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <charconv>
+#include <cmath>
 #include <cstdio>
 #include <stdexcept>
 
@@ -44,6 +46,10 @@ std::string json_escape(std::string_view s) {
 
 namespace {
 
+/// Logs events in JSON mode (null in text mode): the same sink as the
+/// default logger, a pattern that takes the payload as JSON members.
+std::shared_ptr<spdlog::logger> event_logger;
+
 /// %j: the message, escaped for a JSON string.
 class json_message_flag : public spdlog::custom_flag_formatter {
 public:
@@ -80,7 +86,71 @@ void setup_logging(const std::string& level, const std::string& format) {
   }
   logger->set_level(lvl);
   logger->flush_on(spdlog::level::warn);
+  if (format == "json") {
+    auto events = std::make_shared<spdlog::logger>("spool.event", logger->sinks().begin(),
+                                                   logger->sinks().end());
+    events->set_formatter(std::make_unique<spdlog::pattern_formatter>(
+      R"({"time":"%Y-%m-%dT%H:%M:%S.%fZ","level":"%l","pid":%P,"thread":%t,%v})",
+      spdlog::pattern_time_type::utc));
+    events->set_level(lvl);
+    events->flush_on(spdlog::level::warn);
+    std::atomic_store(&event_logger, std::move(events));
+  } else {
+    std::atomic_store(&event_logger, std::shared_ptr<spdlog::logger>{});
+  }
   spdlog::set_default_logger(std::move(logger));
+}
+
+std::string event_members(std::string_view name, std::initializer_list<event_field> fields,
+                          std::string_view text) {
+  std::string out;
+  out.reserve(64 + text.size() + fields.size() * 24);
+  out += "\"event\":\"";
+  out += json_escape(name);
+  out += '"';
+  for (const auto& f : fields) {
+    out += ",\"";
+    out += json_escape(f.name);
+    out += "\":";
+    std::visit(
+      [&](const auto& v) {
+        using T = std::decay_t<decltype(v)>;
+        if constexpr (std::is_same_v<T, std::string_view>) {
+          out += '"';
+          out += json_escape(v);
+          out += '"';
+        } else if constexpr (std::is_same_v<T, bool>) {
+          out += v ? "true" : "false";
+        } else if constexpr (std::is_same_v<T, double>) {
+          if (std::isfinite(v)) {
+            char buf[32];
+            auto r = std::to_chars(buf, buf + sizeof buf, v); // shortest round trip
+            out.append(buf, r.ptr);
+          } else {
+            out += "null";
+          }
+        } else {
+          out += std::to_string(v);
+        }
+      },
+      f.value);
+  }
+  out += ",\"msg\":\"";
+  out += json_escape(text);
+  out += '"';
+  return out;
+}
+
+void log_event(spdlog::level::level_enum level, std::string_view name,
+               std::initializer_list<event_field> fields, std::string_view text) {
+  auto events = std::atomic_load(&event_logger);
+  if (!events) {
+    spdlog::log(level, "{}", text);
+    return;
+  }
+  if (!events->should_log(level))
+    return;
+  events->log(level, "{}", event_members(name, fields, text));
 }
 
 } // namespace spool

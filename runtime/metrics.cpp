@@ -1,6 +1,7 @@
 #include "runtime/metrics.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <stdexcept>
@@ -73,11 +74,14 @@ std::string format_value(double x) {
   if (std::isinf(x))
     return x > 0 ? "+Inf" : "-Inf";
   char buf[40];
-  if (x == std::floor(x) && std::abs(x) < 1e15)
+  if (x == std::floor(x) && std::abs(x) < 1e15) {
     std::snprintf(buf, sizeof buf, "%.0f", x);
-  else
-    std::snprintf(buf, sizeof buf, "%.17g", x);
-  return buf;
+    return buf;
+  }
+  // The shortest text that reads back as the same double ("0.1", not
+  // "0.10000000000000001").
+  auto r = std::to_chars(buf, buf + sizeof buf, x);
+  return std::string(buf, r.ptr);
 }
 
 std::string escape_label_value(const std::string& v) {
@@ -119,7 +123,8 @@ histogram::reading histogram::read() const {
 }
 
 std::vector<double> duration_buckets() {
-  return {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600};
+  return {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,   2.5,  5,
+          10,    30,   60,    120,  300, 600,  900, 1800, 3600};
 }
 
 // -- families -------------------------------------------------------------------

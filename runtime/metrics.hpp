@@ -67,7 +67,7 @@ private:
   std::atomic<double> sum_{0};
 };
 
-/// Bounds for durations in seconds, from 5 ms to 10 minutes.
+/// Bounds for durations in seconds, from 5 ms to an hour.
 std::vector<double> duration_buckets();
 
 /// A family: one metric name with its help text and label names, and a
@@ -82,6 +82,13 @@ public:
   /// names), made on first use. Throws std::invalid_argument on a wrong
   /// number of values.
   Series& with(const std::vector<std::string>& values);
+
+  /// Drops every series. References to them dangle afterwards: only for
+  /// families whose series nobody keeps (an info metric that changes).
+  void clear() {
+    std::lock_guard guard{mtx_};
+    series_.clear();
+  }
 
   const std::string& name() const noexcept { return name_; }
   const std::string& help() const noexcept { return help_; }

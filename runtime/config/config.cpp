@@ -1,5 +1,6 @@
 #include "runtime/config/config.hpp"
 
+#include "runtime/http/server.hpp"
 #include "runtime/strict_json.hpp"
 
 #include <algorithm>
@@ -675,6 +676,18 @@ std::string check_env_names(const json::value& v) {
   return {};
 }
 
+/// "off", or an address the HTTP server can listen on.
+std::string check_listen(const json::value& v) {
+  auto s = std::string_view(v.get_string());
+  if (s == "off")
+    return {};
+  http::endpoint ep;
+  auto problem = http::parse_endpoint(s, ep);
+  if (problem.empty())
+    return {};
+  return problem + " (or \"off\"), got " + value_text(v);
+}
+
 /// Top-level keys, in registry (and canonical) order.
 const std::vector<property<snapshot>>& root_properties() {
   static const std::vector<property<snapshot>> table{
@@ -854,6 +867,20 @@ const std::vector<property<snapshot>>& root_properties() {
       .check(check_client_ids, "client ids")
       .live()
       .doc("Hard budgets of single clients: client id -> USD a day."),
+    group<snapshot>("http", property_type::object)
+      .doc("The operators' HTTP endpoint of each worker: /metrics, /healthz, "
+           "/readyz."),
+    field<&snapshot::http, &http_config::listen>("http.listen")
+      .def(R"("127.0.0.1:9464")")
+      .check(check_listen, "host:port or off")
+      .doc("Address to serve /metrics, /healthz and /readyz on: \"host:port\" "
+           "(\"[v6]:port\"; port 0: any free port), or \"off\". --http "
+           "overrides it."),
+    field<&snapshot::http, &http_config::cluster_metrics>("http.cluster_metrics")
+      .def("false")
+      .doc("Also serve the cluster-wide metrics read from the database (queue "
+           "depth, task states, providers, budgets): exactly one scraped process "
+           "of a cluster should. --cluster-metrics sets it."),
     group<snapshot>("providers", property_type::object_list)
       .def("[]")
       .rule("names unique")

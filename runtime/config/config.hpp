@@ -429,6 +429,22 @@ struct budget_config {
   bool operator==(const budget_config&) const = default;
 };
 
+// -- http ---------------------------------------------------------------------
+
+/// The operators' HTTP endpoint of a worker ("http"): /metrics, /healthz and
+/// /readyz. Needs a restart.
+struct http_config {
+  /// "host:port" to listen on ("[v6]:port" for IPv6; port 0: any free
+  /// port), or "off". Defaults to "127.0.0.1:9464".
+  std::string listen = "127.0.0.1:9464";
+  /// Also serve the cluster-wide metrics read from the database. Exactly one
+  /// scraped process of a cluster should (or `spool exporter`). Defaults to
+  /// false.
+  bool cluster_metrics = false;
+
+  bool operator==(const http_config&) const = default;
+};
+
 // -- stages -------------------------------------------------------------------
 
 /// One stage of the pipeline (an element of "stages"). Live, except what
@@ -524,6 +540,8 @@ struct snapshot {
   std::vector<provider_config> providers;
   /// Daily budgets ("budgets").
   budget_config budgets;
+  /// The operators' HTTP endpoint ("http"). Needs a restart.
+  http_config http;
   /// Hash of the canonical JSON (see canonical_json): equal configurations
   /// have equal versions. Set by parse/validate; not part of the hash.
   std::string version;
@@ -555,7 +573,8 @@ struct snapshot {
   bool operator==(const snapshot& other) const {
     return data_dir == other.data_dir && database_url == other.database_url
            && worker == other.worker && stages == other.stages
-           && providers == other.providers && budgets == other.budgets;
+           && providers == other.providers && budgets == other.budgets
+           && http == other.http;
   }
 };
 

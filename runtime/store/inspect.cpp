@@ -130,7 +130,7 @@ json::value queue_status(pg::connection& conn) {
     "array_to_json(stages)::text, lease_ms, config_stored_version, "
     "to_char(config_applied_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
     "array_to_json(config_restart_pending)::text, "
-    "extract(epoch FROM config_applied_at)::float8 "
+    "extract(epoch FROM config_applied_at)::float8, http_address "
     "FROM workers w "
     "ORDER BY stopped_at IS NOT NULL, "
     "  last_heartbeat <= now() - lease_ms * interval '1 millisecond', "
@@ -159,7 +159,8 @@ json::value queue_status(pg::connection& conn) {
                                    {"config_stored_version", nullable(ws.opt_i64(i, 11))},
                                    {"config_applied_at", nullable(ws.opt_str(i, 12))},
                                    {"config_restart_pending", json::parse(ws.text(i, 13))},
-                                   {"config_differs", false}});
+                                   {"config_differs", false},
+                                   {"http_address", nullable(ws.opt_str(i, 15))}});
     if (auto checksum = ws.opt_str(i, 3).value_or(""); state == "live" && !checksum.empty()) {
       auto& c = configs[checksum];
       ++c.workers;

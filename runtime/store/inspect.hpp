@@ -22,7 +22,8 @@ namespace spool::store {
 /// not stopped and its last heartbeat is younger than its lease; a worker
 /// that registered no stages counts as serving every stage.
 ///
-/// Each worker also has the configuration it runs: "config_version" (its
+/// Each worker has "http_address": where it serves /metrics ("host:port";
+/// null: nowhere), and the configuration it runs: "config_version" (its
 /// checksum; "" when unknown), "config_stored_version" (the stored version
 /// it came from; null for a file or when not recorded), "config_applied_at"
 /// (null when not recorded), "config_restart_pending" (changed properties

@@ -35,4 +35,8 @@ struct sweep_report {
 sweep_report sweep_stuck(pg::connection& conn, const std::vector<stage_limit>& limits,
                          double margin_s, double stale_after_s);
 
+/// The running runs that are stuck now (what the next sweep would rescue).
+int64_t count_stuck(pg::connection& conn, const std::vector<stage_limit>& limits,
+                    double margin_s);
+
 } // namespace spool::store

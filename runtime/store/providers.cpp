@@ -100,14 +100,15 @@ void store::sync_budgets(const std::string& budgets_json) {
 
 std::vector<provider_event> store::take_provider_events(std::string_view worker, int limit) {
   auto res = conn_.exec_prepared("SELECT id, provider, " + us("at")
-                                   + ", kind, message FROM spool_take_provider_events($1, $2)",
+                                   + ", kind, message, task_id "
+                                     "FROM spool_take_provider_events($1, $2)",
                                  {pg::to_param(worker), pg::to_param(limit)},
                                  "taking provider events");
   std::vector<provider_event> out;
   out.reserve(static_cast<size_t>(res.rows()));
   for (int i = 0; i < res.rows(); ++i)
     out.push_back({res.i64(i, 0), res.str(i, 1), from_us(res.i64(i, 2)), res.str(i, 3),
-                   res.str(i, 4), std::string{worker}});
+                   res.str(i, 4), std::string{worker}, res.opt_i64(i, 5)});
   return out;
 }
 

@@ -49,11 +49,15 @@ struct provider_event {
   std::string provider;
   std::chrono::system_clock::time_point at;
   /// breaker_opened, breaker_half_open, breaker_closed, paused,
-  /// quota_warning or quota_exhausted.
+  /// quota_warning or quota_exhausted; for cost events (whose `provider` is
+  /// their subject: 'total', 'client:<id>', 'task:<id>') budget_warning,
+  /// budget_exhausted or cost_overrun.
   std::string kind;
   std::string message;
   /// The worker that took it (empty while none has); in provider_status only.
   std::string logged_by;
+  /// The task of a cost_overrun; from take_provider_events only.
+  std::optional<int64_t> task_id;
 };
 
 /// A provider's limits and state now.

@@ -302,13 +302,14 @@ std::vector<recorded> store::rescue(int limit) {
 }
 
 void store::register_worker(const worker_info& w) {
-  conn_.query("INSERT INTO workers (id, host, pid, config_version, stages, lease_ms) "
-              "VALUES ($1, $2, $3, $4, $5, $6) "
+  conn_.query("INSERT INTO workers (id, host, pid, config_version, stages, lease_ms, "
+              "http_address) VALUES ($1, $2, $3, $4, $5, $6, nullif($7, '')) "
               "ON CONFLICT (id) DO UPDATE SET host = EXCLUDED.host, pid = EXCLUDED.pid, "
               "config_version = EXCLUDED.config_version, stages = EXCLUDED.stages, "
-              "lease_ms = EXCLUDED.lease_ms, last_heartbeat = now(), stopped_at = NULL",
+              "lease_ms = EXCLUDED.lease_ms, http_address = EXCLUDED.http_address, "
+              "last_heartbeat = now(), stopped_at = NULL",
               w.id, w.host, w.pid, w.config_version, pg::array_literal(w.stages),
-              static_cast<int64_t>(w.lease.count()));
+              static_cast<int64_t>(w.lease.count()), w.http_address);
 }
 
 void store::worker_stopped(std::string_view worker) {

@@ -155,6 +155,8 @@ struct worker_info {
   std::vector<std::string> stages;
   /// Its lease: without a heartbeat for this long it counts as stale.
   std::chrono::milliseconds lease{30'000};
+  /// Where it serves /metrics ("host:port"; empty: nowhere).
+  std::string http_address;
 };
 
 /// A lease token no earlier call in this process returned (1, 2, 3, ...).

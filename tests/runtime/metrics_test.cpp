@@ -85,7 +85,9 @@ TEST_CASE("label values and help texts are escaped; odd numbers render as Promet
   CHECK(format_value(std::numeric_limits<double>::infinity()) == "+Inf");
   CHECK(format_value(-std::numeric_limits<double>::infinity()) == "-Inf");
   CHECK(format_value(std::nan("")) == "NaN");
-  CHECK(format_value(0.1) == "0.10000000000000001");
+  CHECK(format_value(0.1) == "0.1");
+  CHECK(format_value(0.0005) == "0.0005");
+  CHECK(std::stod(format_value(2.0 / 3)) == 2.0 / 3);
   CHECK(format_value(1e20) == "1e+20");
   CHECK(format_value(-3) == "-3");
 }

@@ -1,0 +1,2 @@
+-- 0010_worker_http down: the workers' HTTP addresses are forgotten.
+ALTER TABLE workers DROP COLUMN IF EXISTS http_address;

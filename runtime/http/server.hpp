@@ -1,0 +1,112 @@
+#pragma once
+// A small HTTP/1.1 server on its own threads (Boost.Beast over Asio), never
+// on an actor scheduler's. Requests are read whole (bounded header and body),
+// handed to one handler, and answered; connections are kept alive as the
+// client asks and closed after an idle timeout. The handler runs on a server
+// thread and may block it (a health check waiting on the database): the
+// server has a few threads so one slow request does not hold the others.
+//
+// No Beast or Asio in this header: they are compiled into server.cpp alone.
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace spool::http {
+
+struct request {
+  std::string method; // "GET", "POST", ...
+  std::string target; // path and query as sent
+  std::string path;   // target up to '?'
+  std::string query;  // after '?', undecoded; empty when none
+  /// Headers in arrival order; names as sent.
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+  /// The peer's address ("127.0.0.1", "::1").
+  std::string remote;
+
+  /// The first header named `name` (case-insensitive); empty when absent.
+  std::string_view header(std::string_view name) const;
+  /// The value of query parameter `name` (percent-decoded, '+' as space);
+  /// empty when absent.
+  std::string query_param(std::string_view name) const;
+};
+
+struct response {
+  int status = 200;
+  std::string content_type = "text/plain; charset=utf-8";
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;
+
+  static response text(int status, std::string body);
+  static response json(int status, std::string body);
+};
+
+using handler = std::function<response(const request&)>;
+
+/// Where to listen: host and port. `host` is an IP address or a name
+/// ("localhost"); port 0 asks the system for a free one.
+struct endpoint {
+  std::string host;
+  int port = 0;
+};
+
+/// Parses "host:port", "[v6]:port" or ":port" (all addresses). Returns an
+/// empty string on success, else what is wrong with `text`.
+std::string parse_endpoint(std::string_view text, endpoint& out);
+
+struct server_options {
+  endpoint listen;
+  int threads = 2;
+  std::size_t max_header_bytes = 16 * 1024;
+  std::size_t max_body_bytes = 1024 * 1024;
+  /// A connection with no complete request within this time is closed.
+  std::chrono::seconds idle_timeout{30};
+  /// Sent as the Server header.
+  std::string name = "spool";
+};
+
+class server {
+public:
+  /// Binds and starts serving. Throws std::runtime_error naming the address
+  /// and the reason when it cannot listen (address in use, no such host).
+  server(server_options options, handler h);
+  ~server(); // stops
+  server(const server&) = delete;
+  server& operator=(const server&) = delete;
+
+  /// The bound address, "host:port" (the real port when 0 was asked for).
+  std::string address() const;
+  int port() const noexcept;
+
+  /// Stops accepting, closes connections and joins the threads. Idempotent.
+  void stop();
+
+private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+/// Answers requests by exact path; 404 for unknown paths, 405 (with Allow)
+/// for a known path asked with another method. HEAD is answered like GET
+/// without a body.
+class router {
+public:
+  router& on(std::string method, std::string path, handler h);
+  response operator()(const request& req) const;
+
+private:
+  struct route {
+    std::string method;
+    std::string path;
+    handler h;
+  };
+  std::vector<route> routes_;
+};
+
+} // namespace spool::http
