@@ -80,7 +80,7 @@ std::string format_value(double x) {
   }
   // The shortest text that reads back as the same double ("0.1", not
   // "0.10000000000000001").
-  auto r = std::to_chars(buf, buf + sizeof buf, x);
+  auto r = std::to_chars(buf, buf + sizeof buf, x, std::chars_format::general);
   return std::string(buf, r.ptr);
 }
 
