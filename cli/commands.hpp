@@ -183,6 +183,11 @@ struct run_options {
 };
 int run(const global_options& g, const run_options& o);
 
+/// Where a worker serves its endpoint instead of http.listen: `flag`
+/// (--http) when given, else $SPOOL_HTTP when set, else nullopt. Throws
+/// std::invalid_argument naming the source of a bad address.
+std::optional<std::string> http_listen_override(const std::string& flag);
+
 struct exporter_options {
   std::string config = "config/spool.json";
   std::string http = "127.0.0.1:9463";

@@ -302,6 +302,7 @@ int demo(const global_options& g, const demo_options& o) {
   wo.database_url = url;
   wo.data_dir = data_dir;
   wo.exit_when_idle = true;
+  wo.http_listen = http_listen_override("");
   std::thread worker{[&] {
     worker_code = actors::run_worker(cfg, wo);
     finished = true;

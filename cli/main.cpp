@@ -187,7 +187,7 @@ void add_run_command(CLI::App& app, action& act, const global_options& g) {
               "Do not watch the config file; re-read it on SIGHUP only");
   r->add_option("--http", o->http,
                 "Serve /metrics, /healthz and /readyz on host:port (port 0: any free one), or "
-                "off; overrides http.listen");
+                "off; overrides $SPOOL_HTTP, which overrides http.listen");
   r->add_flag("--cluster-metrics", o->cluster_metrics,
               "Also serve the cluster-wide metrics from the database (one process per "
               "cluster should)");

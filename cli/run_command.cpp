@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <pthread.h>
 #include <stdexcept>
@@ -21,6 +22,20 @@ std::string data_dir_for(const config::snapshot& cfg) {
   return p.lexically_normal().string();
 }
 
+std::optional<std::string> http_listen_override(const std::string& flag) {
+  const char* env = std::getenv("SPOOL_HTTP");
+  auto [value, what] = !flag.empty()                    ? std::pair{flag, "--http"}
+                       : env != nullptr && *env != '\0' ? std::pair{std::string{env}, "SPOOL_HTTP"}
+                                                        : std::pair{std::string{}, ""};
+  if (value.empty())
+    return std::nullopt;
+  http::endpoint ep;
+  if (auto problem = http::parse_endpoint(value, ep); value != "off" && !problem.empty())
+    throw std::invalid_argument(std::string{what} + ": " + problem + " (or off), got \""
+                                + value + "\"");
+  return value;
+}
+
 int run(const global_options& g, const run_options& o) {
   auto loaded = load_config_source(g, o.config);
   actors::worker_options wo;
@@ -30,12 +45,7 @@ int run(const global_options& g, const run_options& o) {
   wo.config_source = loaded.source;
   wo.watch_config = o.watch;
   wo.config_stored_version = loaded.stored_version;
-  if (!o.http.empty()) {
-    http::endpoint ep;
-    if (auto problem = http::parse_endpoint(o.http, ep); o.http != "off" && !problem.empty())
-      throw std::invalid_argument("--http: " + problem + " (or off), got \"" + o.http + "\"");
-    wo.http_listen = o.http;
-  }
+  wo.http_listen = http_listen_override(o.http);
   if (o.cluster_metrics)
     wo.cluster_metrics = true;
   return actors::run_worker(loaded.config, wo);

@@ -4,6 +4,7 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
@@ -46,17 +47,27 @@ std::string json_escape(std::string_view s) {
 
 namespace {
 
-/// Logs events in JSON mode (null in text mode): the same sink as the
-/// default logger, a pattern that takes the payload as JSON members.
-std::shared_ptr<spdlog::logger> event_logger;
+/// Whether the default logger writes JSON.
+std::atomic<bool> json_mode{false};
 
-/// %j: the message, escaped for a JSON string.
+/// Starts the payload of an event in JSON mode: the rest is JSON members.
+constexpr char event_mark = '\x1e';
+
+/// %j: the message as the JSON member "msg"; an event's members as they are.
 class json_message_flag : public spdlog::custom_flag_formatter {
 public:
   void format(const spdlog::details::log_msg& msg, const std::tm&,
               spdlog::memory_buf_t& dest) override {
-    auto escaped = json_escape({msg.payload.data(), msg.payload.size()});
+    std::string_view payload{msg.payload.data(), msg.payload.size()};
+    if (!payload.empty() && payload.front() == event_mark) {
+      dest.append(payload.data() + 1, payload.data() + payload.size());
+      return;
+    }
+    static constexpr std::string_view open = "\"msg\":\"";
+    dest.append(open.data(), open.data() + open.size());
+    auto escaped = json_escape(payload);
     dest.append(escaped.data(), escaped.data() + escaped.size());
+    dest.push_back('"');
   }
   std::unique_ptr<custom_flag_formatter> clone() const override {
     return std::make_unique<json_message_flag>();
@@ -76,7 +87,7 @@ void setup_logging(const std::string& level, const std::string& format) {
     auto formatter = std::make_unique<spdlog::pattern_formatter>(
       spdlog::pattern_time_type::utc);
     formatter->add_flag<json_message_flag>('j').set_pattern(
-      R"({"time":"%Y-%m-%dT%H:%M:%S.%fZ","level":"%l","pid":%P,"thread":%t,"msg":"%j"})");
+      R"({"time":"%Y-%m-%dT%H:%M:%S.%fZ","level":"%l","pid":%P,"thread":%t,%j})");
     logger->set_formatter(std::move(formatter));
   } else if (format == "text") {
     logger->set_pattern("%Y-%m-%d %H:%M:%S.%e %^%-5l%$ %v");
@@ -86,18 +97,7 @@ void setup_logging(const std::string& level, const std::string& format) {
   }
   logger->set_level(lvl);
   logger->flush_on(spdlog::level::warn);
-  if (format == "json") {
-    auto events = std::make_shared<spdlog::logger>("spool.event", logger->sinks().begin(),
-                                                   logger->sinks().end());
-    events->set_formatter(std::make_unique<spdlog::pattern_formatter>(
-      R"({"time":"%Y-%m-%dT%H:%M:%S.%fZ","level":"%l","pid":%P,"thread":%t,%v})",
-      spdlog::pattern_time_type::utc));
-    events->set_level(lvl);
-    events->flush_on(spdlog::level::warn);
-    std::atomic_store(&event_logger, std::move(events));
-  } else {
-    std::atomic_store(&event_logger, std::shared_ptr<spdlog::logger>{});
-  }
+  json_mode = format == "json";
   spdlog::set_default_logger(std::move(logger));
 }
 
@@ -143,14 +143,12 @@ std::string event_members(std::string_view name, std::initializer_list<event_fie
 
 void log_event(spdlog::level::level_enum level, std::string_view name,
                std::initializer_list<event_field> fields, std::string_view text) {
-  auto events = std::atomic_load(&event_logger);
-  if (!events) {
+  if (!spdlog::should_log(level))
+    return;
+  if (json_mode)
+    spdlog::log(level, "{}{}", event_mark, event_members(name, fields, text));
+  else
     spdlog::log(level, "{}", text);
-    return;
-  }
-  if (!events->should_log(level))
-    return;
-  events->log(level, "{}", event_members(name, fields, text));
 }
 
 } // namespace spool

@@ -29,6 +29,9 @@ namespace spool::test {
   for (auto& a : argv_s)
     argv.push_back(a.data());
   argv.push_back(nullptr);
+  // Workers of tests and benches serve their endpoint on a port of the
+  // system's choosing (found in workers.http_address): many run at once.
+  ::setenv("SPOOL_HTTP", "127.0.0.1:0", 0);
   for (auto& [k, v] : env) {
     if (v == "<unset>")
       ::unsetenv(k.c_str());
@@ -93,17 +96,41 @@ cli_result run_spool(const std::vector<std::string>& args,
   return res;
 }
 
+namespace {
+
+/// In a forked child: stdout and stderr to `log`, stdin from /dev/null.
+void redirect_child(const std::string& log) {
+  int fd = ::open(log.c_str(), O_WRONLY | O_TRUNC);
+  ::dup2(fd, 1);
+  ::dup2(fd, 2);
+  int devnull = ::open("/dev/null", O_RDONLY);
+  ::dup2(devnull, 0);
+}
+
+} // namespace
+
 spool_process::spool_process(const std::vector<std::string>& args,
                              const std::map<std::string, std::string>& env) {
   log_ = temp_file("", ".log");
   pid_ = ::fork();
   if (pid_ == 0) {
-    int fd = ::open(log_.c_str(), O_WRONLY | O_TRUNC);
-    ::dup2(fd, 1);
-    ::dup2(fd, 2);
-    int devnull = ::open("/dev/null", O_RDONLY);
-    ::dup2(devnull, 0);
+    redirect_child(log_);
     exec_spool(args, env);
+  }
+}
+
+spool_process::spool_process(other_program, const std::vector<std::string>& argv) {
+  log_ = temp_file("", ".log");
+  pid_ = ::fork();
+  if (pid_ == 0) {
+    redirect_child(log_);
+    std::vector<std::string> copy = argv;
+    std::vector<char*> args;
+    for (auto& a : copy)
+      args.push_back(a.data());
+    args.push_back(nullptr);
+    ::execvp(args[0], args.data());
+    ::_exit(127);
   }
 }
 

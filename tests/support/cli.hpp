@@ -32,6 +32,9 @@ class spool_process {
 public:
   spool_process(const std::vector<std::string>& args,
                 const std::map<std::string, std::string>& env = {});
+  /// Another program (argv[0] looked up in PATH), run the same way.
+  struct other_program {};
+  spool_process(other_program, const std::vector<std::string>& argv);
   ~spool_process();
   spool_process(const spool_process&) = delete;
   spool_process& operator=(const spool_process&) = delete;

@@ -137,13 +137,31 @@ std::string pg_cluster::url() const {
   return cluster_->url();
 }
 
-void pg_cluster::restart(const std::string& mode) {
+void pg_cluster::pg_ctl(const std::string& action, const std::vector<std::string>& args) {
   auto dir = fs::canonical(cluster_->data_dir());
-  int rc = run_as_owner({(pg_bindir() / "pg_ctl").string(), "restart", "-D", dir.string(),
-                         "-m", mode, "-w", "-t", "120", "-l", (dir / "server.log").string()});
+  std::vector<std::string> argv{(pg_bindir() / "pg_ctl").string(), action, "-D", dir.string(),
+                                "-w", "-t", "120"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  if (action != "stop") {
+    argv.push_back("-l");
+    argv.push_back((dir / "server.log").string());
+  }
+  int rc = run_as_owner(argv);
   if (rc != 0)
-    throw std::runtime_error("pg_ctl restart -m " + mode + " failed (exit "
-                             + std::to_string(rc) + "): " + log_tail(10));
+    throw std::runtime_error("pg_ctl " + action + " failed (exit " + std::to_string(rc)
+                             + "): " + log_tail(10));
+}
+
+void pg_cluster::restart(const std::string& mode) {
+  pg_ctl("restart", {"-m", mode});
+}
+
+void pg_cluster::stop() {
+  pg_ctl("stop", {"-m", "fast"});
+}
+
+void pg_cluster::start() {
+  pg_ctl("start", {});
 }
 
 int pg_cluster::postmaster_pid() const {

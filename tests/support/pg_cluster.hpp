@@ -38,6 +38,11 @@ public:
   /// connections again; throws when it does not.
   void restart(const std::string& mode);
 
+  /// `pg_ctl stop -m fast -w`: the server is gone (connections are refused)
+  /// until start().
+  void stop();
+  void start();
+
   /// Freezes every process of the cluster (SIGSTOP): connections stay open,
   /// nothing answers. resume() (SIGCONT) undoes it.
   void pause();
@@ -53,6 +58,9 @@ public:
 
 private:
   int postmaster_pid() const;
+  /// `pg_ctl ACTION -D <data> -w ARGS...` as the cluster's owner; throws
+  /// with the server log's tail when it fails.
+  void pg_ctl(const std::string& action, const std::vector<std::string>& args);
 
   std::filesystem::path home_;
   std::unique_ptr<local_cluster> cluster_;
