@@ -92,13 +92,16 @@ struct worker_run {
   std::string output;
 };
 
-/// Runs `spool run --exit-when-idle` with `config_json` until it exits.
+/// Runs `spool run --exit-when-idle` with `config_json` (and `extra`
+/// arguments of run) until it exits.
 inline worker_run run_worker(const std::string& url, const std::string& config_json,
-                             double timeout_s = 600) {
+                             double timeout_s = 600, const std::vector<std::string>& extra = {}) {
   auto cfg = test::temp_file(config_json);
   auto start = std::chrono::steady_clock::now();
-  test::spool_process p{{"--log-level", "warn", "run", "--config", cfg, "--exit-when-idle"},
-                        {{"SPOOL_DATABASE_URL", url}}};
+  std::vector<std::string> args{"--log-level", "warn", "run", "--config", cfg,
+                                "--exit-when-idle"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  test::spool_process p{args, {{"SPOOL_DATABASE_URL", url}}};
   worker_run r;
   r.exit_code = p.wait(timeout_s);
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -874,8 +874,8 @@ const std::vector<property<snapshot>>& root_properties() {
       .def(R"("127.0.0.1:9464")")
       .check(check_listen, "host:port or off")
       .doc("Address to serve /metrics, /healthz and /readyz on: \"host:port\" "
-           "(\"[v6]:port\"; port 0: any free port), or \"off\". --http "
-           "overrides it."),
+           "(\"[v6]:port\"; port 0: any free port), or \"off\". --http, then "
+           "SPOOL_HTTP, win over it."),
     field<&snapshot::http, &http_config::cluster_metrics>("http.cluster_metrics")
       .def("false")
       .doc("Also serve the cluster-wide metrics read from the database (queue "

@@ -820,8 +820,8 @@ TEST_CASE("restart_required names the changed properties that need a restart",
   }
 }
 
-TEST_CASE("restart-only properties are the locations and the database "
-          "connection settings",
+TEST_CASE("restart-only properties are the locations, the database "
+          "connection settings and the HTTP endpoint",
           "[config]") {
   names restart;
   for (const auto& p : describe())
@@ -832,7 +832,8 @@ TEST_CASE("restart-only properties are the locations and the database "
                  "worker.db_lock_timeout_s", "worker.db_connect_timeout_s",
                  "worker.db_keepalives_idle_s",
                  "worker.db_keepalives_interval_s",
-                 "worker.db_keepalives_count", "worker.db_tcp_user_timeout_s"});
+                 "worker.db_keepalives_count", "worker.db_tcp_user_timeout_s", "http",
+                 "http.listen", "http.cluster_metrics"});
 }
 
 // -- topology and helpers -----------------------------------------------------
@@ -885,4 +886,31 @@ TEST_CASE("the longest duration converts to nanoseconds and adds to now() "
   auto headroom = nanoseconds::max() - system_clock::now().time_since_epoch();
   CHECK(headroom > 4 * ns);
   CHECK(max_duration > duration_cast<milliseconds>(hours{24 * 7}));
+}
+
+// -- http -----------------------------------------------------------------------
+
+TEST_CASE("http.listen takes host:port, [v6]:port or off, and names what is wrong",
+          "[config]") {
+  auto d = parse_ok(R"({"stages": [{"name": "a"}]})");
+  CHECK(d->http.listen == "127.0.0.1:9464");
+  CHECK_FALSE(d->http.cluster_metrics);
+  for (const char* ok : {"0.0.0.0:9464", "[::1]:0", "localhost:80", "off", ":9000"}) {
+    INFO(ok);
+    auto s = parse_ok(std::string{R"({"http": {"listen": ")"} + ok
+                      + R"(", "cluster_metrics": true}, "stages": [{"name": "a"}]})");
+    CHECK(s->http.listen == ok);
+    CHECK(s->http.cluster_metrics);
+  }
+  auto bad = [](const std::string& listen) {
+    return parse(R"({"http": {"listen": ")" + listen
+                         + R"("}, "stages": [{"name": "a"}]})");
+  };
+  CHECK_PROBLEM(bad("localhost"), "http.listen", "expected \"host:port\"");
+  CHECK_PROBLEM(bad("127.0.0.1:65536"), "http.listen", "port must be a number from 0 to 65535");
+  CHECK_PROBLEM(bad("127.0.0.1:http"), "http.listen", "port must be a number");
+  CHECK_PROBLEM(bad("::1:80"), "http.listen", "IPv6 address needs brackets");
+  CHECK_PROBLEM(bad("a b:80"), "http.listen", "the host may hold");
+  CHECK_PROBLEM(parse(R"({"http": {"cluster_metrics": "yes"}, "stages": [{"name": "a"}]})"),
+                "http.cluster_metrics", "must be true or false");
 }
