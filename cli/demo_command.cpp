@@ -286,8 +286,13 @@ int demo(const global_options& g, const demo_options& o) {
               data_dir.c_str());
   std::error_code ec;
   auto self_path = fs::read_symlink("/proc/self/exe", ec);
-  std::printf("watch from another terminal: %s status\n\n",
+  std::printf("watch from another terminal: %s status\n",
               ec ? "spool" : self_path.string().c_str());
+  auto listen = http_listen_override("").value_or(cfg->http.listen);
+  if (listen != "off" && !listen.ends_with(":0"))
+    std::printf("metrics for Prometheus: http://%s/metrics (README, \"Monitoring\")\n",
+                listen.c_str());
+  std::printf("\n");
 
   // The worker's signal thread handles Ctrl-C (drain) and SIGHUP (ignored)
   // for the whole process.
@@ -302,7 +307,7 @@ int demo(const global_options& g, const demo_options& o) {
   wo.database_url = url;
   wo.data_dir = data_dir;
   wo.exit_when_idle = true;
-  wo.http_listen = http_listen_override("");
+  wo.http_listen = listen;
   std::thread worker{[&] {
     worker_code = actors::run_worker(cfg, wo);
     finished = true;

@@ -34,8 +34,8 @@ worker_metrics::worker_metrics()
     stage_duration_(reg_.histograms("spool_stage_duration_seconds",
                                     "Seconds an attempt ran, start to outcome.", {"stage"})),
     outcomes_(reg_.counters("spool_outcomes_total",
-                            "Attempts by outcome: ok, transient, permanent, rate_limited, "
-                            "timeout.",
+                            "Attempts by outcome: ok, transient, network, permanent, "
+                            "rate_limited, timeout.",
                             {"stage", "kind"})),
     retries_(reg_.counters("spool_retries_total", "Retries and snoozes scheduled.", {"stage"})),
     failed_(reg_.counters("spool_runs_failed_total", "Runs failed for good (no retry left).",
