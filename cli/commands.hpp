@@ -168,6 +168,9 @@ int cost_estimate(const global_options& g, const std::string& config, const std:
 int cost_report(const global_options& g, const std::string& day, const std::string& by,
                 bool as_json);
 int status(const global_options& g, bool json);
+/// The approval gate: approve or reject (cancel, with a reason) a task.
+int approve(const global_options& g, int64_t id, const std::string& note);
+int reject(const global_options& g, int64_t id, const std::string& reason);
 
 // -- spool run and spool demo ---------------------------------------------------------
 
@@ -202,6 +205,9 @@ struct demo_options {
   int channels = 4;
   bool simulate = false;
   bool keep = false;
+  /// Wait for a person to approve (or reject) each video at the approval
+  /// gate instead of approving at once.
+  bool review = false;
   /// Empty: the config's data_dir.
   std::string data_dir;
 };

@@ -235,7 +235,8 @@ loaded_config load_config_source(const global_options& g, const std::string& pat
 std::vector<store::pipeline_stage> pipeline_of(const config::snapshot& cfg) {
   std::vector<store::pipeline_stage> out;
   for (auto& s : cfg.stages)
-    out.push_back({s.name, s.after, s.optional, s.retry.max_retries, s.retry.max_lost_leases});
+    out.push_back(
+      {s.name, s.after, s.optional, s.retry.max_retries, s.retry.max_lost_leases, s.approval});
   return out;
 }
 

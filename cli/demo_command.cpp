@@ -12,6 +12,7 @@
 #include <boost/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -19,6 +20,7 @@
 #include <filesystem>
 #include <map>
 #include <pthread.h>
+#include <set>
 #include <thread>
 #include <unistd.h>
 
@@ -306,7 +308,10 @@ int demo(const global_options& g, const demo_options& o) {
   actors::worker_options wo;
   wo.database_url = url;
   wo.data_dir = data_dir;
-  wo.exit_when_idle = true;
+  // The worker runs until every video finished (then the loop below asks
+  // it to drain): with --exit-when-idle it would leave while videos wait
+  // for an approval, having nothing it can do.
+  wo.exit_when_idle = false;
   wo.http_listen = listen;
   std::thread worker{[&] {
     worker_code = actors::run_worker(cfg, wo);
@@ -318,16 +323,47 @@ int demo(const global_options& g, const demo_options& o) {
   size_t drawn = 0;
   auto last_plain = start - 10s;
   pg::connection watch{url};
+  store::store reviews{watch};
+  bool drain_asked = false;
+  std::set<int64_t> announced; // tasks said to await a review (--review, no tty)
   while (true) {
     bool last = finished.load();
     auto elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    auto lines = render(read_counts(watch, ids_param), *cfg, o.videos, elapsed);
+    auto counts = read_counts(watch, ids_param);
+    auto lines = render(counts, *cfg, o.videos, elapsed);
+    // The approval gate: approved here at once, or by a person (--review).
+    auto waiting = watch.exec("SELECT id FROM tasks WHERE id = ANY ($1::bigint[]) "
+                              "AND state = 'awaiting_approval' ORDER BY id",
+                              {ids_param});
+    std::string awaiting;
+    for (int i = 0; i < waiting.rows(); ++i) {
+      auto id = waiting.i64(i, 0);
+      if (!o.review) {
+        reviews.approve(id, "demo", "approved by spool demo (run it with --review to decide)");
+        continue;
+      }
+      awaiting += (awaiting.empty() ? "" : ", ") + std::to_string(id);
+      if (!tty && announced.insert(id).second)
+        std::printf("task %lld awaits approval: spool approve %lld (or spool reject %lld "
+                    "--reason ...)\n",
+                    static_cast<long long>(id), static_cast<long long>(id),
+                    static_cast<long long>(id));
+    }
+    if (!awaiting.empty())
+      lines.push_back("awaiting approval: tasks " + awaiting
+                      + " (spool approve ID, or spool reject ID --reason ...)");
+    if (counts.finished == o.videos && !drain_asked) {
+      drain_asked = true;
+      ::kill(::getpid(), SIGTERM); // the worker drains and returns
+    }
     if (tty) {
       if (drawn > 0)
         std::printf("\x1b[%zuA", drawn);
       for (auto& l : lines)
         std::printf("\x1b[2K%s\n", l.c_str());
-      drawn = lines.size();
+      for (size_t extra = lines.size(); extra < drawn; ++extra)
+        std::printf("\x1b[2K\n"); // a line that went away
+      drawn = std::max(drawn, lines.size());
     } else if (last || std::chrono::steady_clock::now() - last_plain >= 5s) {
       last_plain = std::chrono::steady_clock::now();
       std::printf("%s\n", lines.back().c_str());

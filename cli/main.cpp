@@ -131,6 +131,21 @@ void add_queue_commands(CLI::App& app, action& act, const global_options& g) {
   can->add_option("ID", *cancel_id, "Task id")->required();
   on_run(can, act, [&g, cancel_id] { return cancel(g, *cancel_id); });
 
+  auto ap = app.add_subcommand("approve", "Approve a task: its stages behind the approval gate "
+                                          "start");
+  auto approve_id = std::make_shared<int64_t>(0);
+  auto approve_note = std::make_shared<std::string>();
+  ap->add_option("ID", *approve_id, "Task id")->required();
+  ap->add_option("--note", *approve_note, "Recorded with the approval");
+  on_run(ap, act, [&g, approve_id, approve_note] { return approve(g, *approve_id, *approve_note); });
+
+  auto rj = app.add_subcommand("reject", "Reject a task: it is cancelled with the reason");
+  auto reject_id = std::make_shared<int64_t>(0);
+  auto reject_reason = std::make_shared<std::string>();
+  rj->add_option("ID", *reject_id, "Task id")->required();
+  rj->add_option("--reason", *reject_reason, "Why (recorded as the task's error)")->required();
+  on_run(rj, act, [&g, reject_id, reject_reason] { return reject(g, *reject_id, *reject_reason); });
+
   auto st = app.add_subcommand("status", "Queue depth by stage and state, channels, workers");
   auto status_json = std::make_shared<bool>(false);
   st->add_flag("--json", *status_json, "Print JSON");
@@ -212,6 +227,9 @@ void add_demo_command(CLI::App& app, action& act, const global_options& g) {
   d->add_flag("--simulate", o->simulate,
               "Same DAG with the simulate executor and injected failures");
   d->add_flag("--keep", o->keep, "Keep intermediate media (frames, clips, audio)");
+  d->add_flag("--review", o->review,
+              "Wait for spool approve / spool reject at the approval gate (the storyboard "
+              "review before video_gen) instead of approving each video at once");
   d->add_option("--config", o->config,
                 "Pipeline config: a file, or db for the newest stored version")->capture_default_str();
   d->add_option("--data-dir", o->data_dir, "Where media goes (default: the config's)");

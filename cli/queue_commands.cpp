@@ -12,7 +12,10 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <cstdlib>
 #include <iostream>
+#include <pwd.h>
+#include <unistd.h>
 
 namespace spool::cli {
 
@@ -59,6 +62,14 @@ void print_task(const json::object& t) {
   if (!t.at("overrun_at").is_null())
     std::printf("  cost overrun since %s: actual past budgets.overrun_factor x the estimate\n",
                 text_of(t.at("overrun_at")).c_str());
+  if (!t.at("reviewed_at").is_null())
+    std::printf("  %s by %s at %s%s%s\n", t.at("approved").as_bool() ? "approved" : "rejected",
+                text_of(t.at("reviewed_by")).c_str(), text_of(t.at("reviewed_at")).c_str(),
+                t.at("review_note").is_null() ? "" : ": ",
+                t.at("review_note").is_null() ? "" : text_of(t.at("review_note")).c_str());
+  else if (text_of(t.at("state")) == "awaiting_approval")
+    std::printf("  awaiting approval: spool approve %s (or spool reject %s --reason ...)\n",
+                text_of(t.at("id")).c_str(), text_of(t.at("id")).c_str());
   if (!t.at("video_url").is_null())
     std::printf("  video %s\n", text_of(t.at("video_url")).c_str());
   if (!t.at("error_message").is_null())
@@ -309,6 +320,57 @@ int cancel(const global_options& g, int64_t id) {
   std::cout << "task " << id << " cancelled: " << runs.size() << " stage run(s), " << running
             << " of them running (told to stop)\n";
   return 0;
+}
+
+namespace {
+
+/// Who decides, as recorded with the decision: cli:<login>.
+std::string cli_user() {
+  const char* u = std::getenv("USER");
+  if (u == nullptr || *u == '\0') {
+    const passwd* pw = ::getpwuid(::getuid());
+    u = pw != nullptr ? pw->pw_name : "unknown";
+  }
+  return std::string{"cli:"} + u;
+}
+
+/// Prints the outcome of an approval decision; the exit code.
+int decision_result(int64_t id, const std::string& result, const char* done) {
+  if (result == "not_found") {
+    std::cerr << "spool: no task " << id << "\n";
+    return 1;
+  }
+  if (result == "finished") {
+    std::cerr << "spool: task " << id << " has finished: nothing to decide\n";
+    return 1;
+  }
+  if (result == "already_approved") {
+    std::cout << "task " << id << " was approved already\n";
+    return 0;
+  }
+  std::cout << "task " << id << " " << done << "\n";
+  return 0;
+}
+
+} // namespace
+
+int approve(const global_options& g, int64_t id, const std::string& note) {
+  if (note.size() > 2000)
+    throw std::invalid_argument("--note: at most 2000 bytes, got " + std::to_string(note.size()));
+  pg::connection conn{database_url(g)};
+  return decision_result(id, store::store{conn}.approve(id, cli_user(), note),
+                         "approved: its gated stages start now");
+}
+
+int reject(const global_options& g, int64_t id, const std::string& reason) {
+  if (reason.empty())
+    throw std::invalid_argument("--reason: must not be empty");
+  if (reason.size() > 2000)
+    throw std::invalid_argument("--reason: at most 2000 bytes, got "
+                                + std::to_string(reason.size()));
+  pg::connection conn{database_url(g)};
+  return decision_result(id, store::store{conn}.reject(id, cli_user(), reason),
+                         "rejected and cancelled");
 }
 
 int status(const global_options& g, bool as_json) {

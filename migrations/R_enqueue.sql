@@ -1,5 +1,5 @@
 -- Enqueue many videos in one call. p_pipeline: [{"name", "after": [...],
--- "optional", "max_retries", "max_lost"}, ...]. p_run_costs: each task's run
+-- "optional", "max_retries", "max_lost", "approval"}, ...]. p_run_costs: each task's run
 -- estimates, one per pipeline stage in pipeline order, task after task (NULL:
 -- every run free). Returns one row per input, in order:
 -- the task id and whether it was created (false: the idempotency key existed).
@@ -73,6 +73,8 @@ BEGIN
     WITH stages AS (
       SELECT s.name, coalesce(s.after, '{}') AS after, coalesce(s.optional, false) AS optional,
              coalesce(s.max_retries, 3) AS max_retries, coalesce(s.max_lost, 5) AS max_lost,
+             coalesce(s.approval, false) AND cardinality(coalesce(s.after, '{}')) > 0
+               AS approval,
              s.pos,
              -- roots before this one in the pipeline
              count(*) FILTER (WHERE cardinality(coalesce(s.after, '{}')) = 0)
@@ -81,15 +83,15 @@ BEGIN
              count(*) FILTER (WHERE cardinality(coalesce(s.after, '{}')) = 0) OVER () AS roots
         FROM ROWS FROM (jsonb_to_recordset(p_pipeline)
                AS (name TEXT, after TEXT[], optional BOOLEAN, max_retries INTEGER,
-                   max_lost INTEGER))
-             WITH ORDINALITY AS s(name, after, optional, max_retries, max_lost, pos)
+                   max_lost INTEGER, approval BOOLEAN))
+             WITH ORDINALITY AS s(name, after, optional, max_retries, max_lost, approval, pos)
     )
     INSERT INTO stage_runs (task_id, stage, channel_id, priority, state, optional,
-                            max_retries, max_lost, depends_on, deps_pending, ready_at,
-                            fair_round, fair_seq, est_cost)
+                            max_retries, max_lost, needs_approval, depends_on, deps_pending,
+                            ready_at, fair_round, fair_seq, est_cost)
     SELECT n.id, s.name, n.channel, n.prio,
            CASE WHEN cardinality(s.after) > 0 THEN 'blocked' ELSE 'ready' END::spool_run_state,
-           s.optional, s.max_retries, s.max_lost, s.after, cardinality(s.after),
+           s.optional, s.max_retries, s.max_lost, s.approval, s.after, cardinality(s.after),
            CASE WHEN cardinality(s.after) = 0 THEN now() END,
            CASE WHEN cardinality(s.after) = 0
                 THEN v_rounds[(n.pos - 1) * s.roots + coalesce(s.roots_before, 0) + 1] END,

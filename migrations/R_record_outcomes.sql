@@ -8,6 +8,9 @@
 -- run. A failed run fails its task unless the stage is
 -- optional (then the task ends partially_completed). Completing a run readies
 -- the dependents whose inputs are all done; the last run completes the task.
+-- A dependent behind the approval gate (needs_approval) of a task not yet
+-- approved stays blocked instead, and its task goes to awaiting_approval
+-- (NOTIFY spool_approval, payload: the task id) until spool_approve.
 -- p_started_us and p_finished_us (optional; microseconds since the epoch, 0 or
 -- NULL when unknown) say when the execution really ran: the attempt keeps
 -- them instead of the claim's time and this call's.
@@ -51,6 +54,7 @@ DECLARE
   v_res_stages TEXT[];         -- has runs left: their dependents may be ready
   v_failed_tasks BIGINT[];     -- tasks a required run failed
   v_ready BIGINT[];
+  v_gated BIGINT[];            -- tasks whose gated runs wait for approval
   -- accepted outcomes of runs a provider admitted
   v_p_names TEXT[]; v_p_stages TEXT[]; v_p_kinds TEXT[]; v_p_classes TEXT[];
   v_p_delays BIGINT[]; v_p_units FLOAT8[]; v_p_claimed TIMESTAMPTZ[];
@@ -159,6 +163,8 @@ BEGIN
         WHEN t.state IN ('completed', 'partially_completed', 'failed', 'cancelled')
           THEN t.state::text
         WHEN p.failed THEN 'failed'
+        WHEN t.runs_pending - p.finished > 0 AND t.state = 'awaiting_approval'
+          THEN 'awaiting_approval'
         WHEN t.runs_pending - p.finished > 0 THEN 'running'
         WHEN t.optional_failed + p.optional_failed > 0 THEN 'partially_completed'
         ELSE 'completed' END)::spool_task_state,
@@ -239,11 +245,22 @@ BEGIN
     ), dec AS (
       UPDATE stage_runs d SET deps_pending = d.deps_pending - hits.n, updated_at = now()
         FROM hits WHERE d.id = hits.id
-      RETURNING d.id, d.deps_pending
+      RETURNING d.id, d.deps_pending, d.task_id, d.needs_approval
     )
-    SELECT array_agg(dec.id ORDER BY dec.id) INTO v_ready FROM dec WHERE dec.deps_pending <= 0;
+    -- A run behind the approval gate of a task not approved yet stays
+    -- blocked (inputs done), and its task awaits approval.
+    SELECT array_agg(dec.id ORDER BY dec.id)
+             FILTER (WHERE NOT dec.needs_approval OR t.approved),
+           array_agg(DISTINCT dec.task_id) FILTER (WHERE dec.needs_approval AND NOT t.approved)
+      INTO v_ready, v_gated
+      FROM dec JOIN tasks t ON t.id = dec.task_id WHERE dec.deps_pending <= 0;
     IF v_ready IS NOT NULL THEN
       PERFORM spool_make_ready(v_ready, false);
+    END IF;
+    IF v_gated IS NOT NULL THEN
+      UPDATE tasks t SET state = 'awaiting_approval', updated_at = now()
+       WHERE t.id = ANY (v_gated) AND t.state IN ('queued', 'running');
+      PERFORM pg_notify('spool_approval', x.id::text) FROM unnest(v_gated) AS x(id);
     END IF;
   END IF;
 

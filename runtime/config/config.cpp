@@ -1149,6 +1149,13 @@ const std::vector<property<stage_config>>& stage_properties() {
         .new_tasks()
         .doc("When true, a failure of this stage leaves the task "
              "partially_completed instead of failed."),
+      field<&sc::approval>("approval")
+        .def("false")
+        .rule("only with after")
+        .new_tasks()
+        .doc("When true, the stage's runs wait for the task's approval once "
+             "their inputs are done (the task is awaiting_approval until "
+             "`spool approve`)."),
       field<&sc::max_cost>("max_cost")
         .def("10000")
         .above(0)
@@ -1575,6 +1582,10 @@ public:
 
   /// Rules that relate several keys of one stage.
   void check_stage(const stage_config& s, const std::string& path) {
+    if (s.approval && s.after.empty())
+      add(path + ".approval",
+          "needs after: an approval reviews what the stages before it made, and "
+          "this stage waits for none");
     if (s.timeout_max_s < s.timeout_s)
       add(path + ".timeout_max_s",
           "must be >= timeout_s (" + format_number(s.timeout_s) + "), got "

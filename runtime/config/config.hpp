@@ -473,6 +473,13 @@ struct stage_config {
   /// Whether the task may end partially_completed when this stage fails.
   /// Defaults to false. Applies to tasks enqueued after the change.
   bool optional = false;
+  /// Whether this stage's runs wait for the task's approval (a person
+  /// reviews what the stages before it made, e.g. the storyboard, before
+  /// paying for this one): once its inputs are done the task is
+  /// awaiting_approval until `spool approve` (or the API). Only for a stage
+  /// with `after`. Defaults to false. Applies to tasks enqueued after the
+  /// change.
+  bool approval = false;
   /// Sanity cap of the cost one execution may report, in USD; a result
   /// above it fails its run (see exec/outcome_check.hpp). > 0 and
   /// <= 1000000. Defaults to 10000.

@@ -226,14 +226,15 @@ std::optional<json::value> task_detail(pg::connection& conn, int64_t task_id) {
     "state::text AS state, "
     "payload, storyboard_data, video_url, "
     "approved, estimated_cost::float8 AS estimated_cost, actual_cost::float8 AS actual_cost, retry_count, error_message, "
-    "idempotency_key, overrun_at, created_at, updated_at, finished_at FROM tasks WHERE id = $1",
+    "idempotency_key, overrun_at, reviewed_at, reviewed_by, review_note, created_at, "
+    "updated_at, finished_at FROM tasks WHERE id = $1",
     task_id);
   if (task.rows() == 0)
     return std::nullopt;
   auto out = rows_json(task).at(0).as_object();
   auto runs = conn.query(
     "SELECT id, stage, state::text AS state, attempt, failed_attempts, max_retries, "
-    "lost_attempts, max_lost, snoozed_ms, optional, "
+    "lost_attempts, max_lost, snoozed_ms, optional, needs_approval, "
     "array_to_json(depends_on) AS depends_on, deps_pending, ready_at, lease_owner, lease_expires_at, claimed_at, "
     "output, error_class, error_message, cost::float8 AS cost, est_cost::float8 AS est_cost, "
     "finished_at, provider "

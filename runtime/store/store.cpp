@@ -66,7 +66,8 @@ std::string pipeline_json(const std::vector<pipeline_stage>& pipeline) {
     out += "],\"optional\":";
     out += s.optional ? "true" : "false";
     out += ",\"max_retries\":" + std::to_string(s.max_retries);
-    out += ",\"max_lost\":" + std::to_string(s.max_lost) + "}";
+    out += ",\"max_lost\":" + std::to_string(s.max_lost);
+    out += s.approval ? ",\"approval\":true}" : "}";
   }
   return out + "]";
 }
@@ -331,6 +332,20 @@ std::vector<store::cancelled_run> store::cancel(int64_t task_id) {
   for (int i = 0; i < res.rows(); ++i)
     out.push_back({res.i64(i, 0), res.boolean(i, 1)});
   return out;
+}
+
+std::string store::approve(int64_t task_id, std::string_view by, std::string_view note) {
+  return with_retry(conn_, [&] {
+           return conn_.query("SELECT spool_approve($1, $2, $3)", task_id, by, note);
+         })
+    .str(0, 0);
+}
+
+std::string store::reject(int64_t task_id, std::string_view by, std::string_view reason) {
+  return with_retry(conn_, [&] {
+           return conn_.query("SELECT spool_reject($1, $2, $3)", task_id, by, reason);
+         })
+    .str(0, 0);
 }
 
 bool store::has_pending_work(const std::vector<std::string>& stages) {

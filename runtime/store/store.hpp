@@ -31,6 +31,8 @@ struct pipeline_stage {
   int max_retries = 3;
   /// Leases a run may lose (its worker died or stalled) before it fails.
   int max_lost = 5;
+  /// The run waits for the task's approval once its inputs are done.
+  bool approval = false;
 };
 
 /// A video to make.
@@ -269,6 +271,14 @@ public:
   /// Cancels the task's unfinished runs; running ones are told to stop
   /// through NOTIFY spool_cancel.
   std::vector<cancelled_run> cancel(int64_t task_id);
+
+  /// The approval gate (R_approval.sql): "approved", "already_approved",
+  /// "finished" (the task ended: nothing to decide) or "not_found". `by`
+  /// says who decided (a CLI user, an API client).
+  std::string approve(int64_t task_id, std::string_view by, std::string_view note);
+  /// Cancels the task with "rejected: <reason>": "rejected", "finished" or
+  /// "not_found".
+  std::string reject(int64_t task_id, std::string_view by, std::string_view reason);
 
   /// Whether anything of `stages` (every stage when empty) is ready,
   /// running or waiting on a retry.

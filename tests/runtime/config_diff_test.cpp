@@ -424,6 +424,6 @@ TEST_CASE("the properties fixed at enqueue are those the enqueue copies into "
       fixed.push_back(p.name);
   CHECK(fixed
         == names{"stages", "stages[].name", "stages[].after",
-                 "stages[].optional", "stages[].retry.max_retries",
+                 "stages[].optional", "stages[].approval", "stages[].retry.max_retries",
                  "stages[].retry.max_lost_leases"});
 }

@@ -914,3 +914,12 @@ TEST_CASE("http.listen takes host:port, [v6]:port or off, and names what is wron
   CHECK_PROBLEM(parse(R"({"http": {"cluster_metrics": "yes"}, "stages": [{"name": "a"}]})"),
                 "http.cluster_metrics", "must be true or false");
 }
+
+TEST_CASE("approval is for a stage that waits for others", "[config]") {
+  auto s = parse_ok(R"({"stages": [{"name": "a"}, {"name": "b", "after": ["a"],
+                        "approval": true}]})");
+  CHECK_FALSE(s->stages[0].approval);
+  CHECK(s->stages[1].approval);
+  CHECK_PROBLEM(parse(R"({"stages": [{"name": "a", "approval": true}]})"), "stages[0].approval",
+                "needs after");
+}
