@@ -87,12 +87,6 @@ struct loaded_config {
 /// version is invalid, or nothing is stored.
 loaded_config load_config_source(const global_options& g, const std::string& path);
 
-/// The queue's view of the configured pipeline.
-std::vector<store::pipeline_stage> pipeline_of(const config::snapshot& cfg);
-/// Gives each task its run estimates (one per stage of pipeline_of(cfg))
-/// from its payload and the stages' prices; a task without an
-/// estimated_cost of its own is then estimated at their sum.
-void add_estimates(const config::snapshot& cfg, std::vector<store::new_task>& tasks);
 /// The config's data_dir made absolute (against the working directory) and
 /// created.
 std::string data_dir_for(const config::snapshot& cfg);
@@ -190,6 +184,23 @@ int run(const global_options& g, const run_options& o);
 /// (--http) when given, else $SPOOL_HTTP when set, else nullopt. Throws
 /// std::invalid_argument naming the source of a bad address.
 std::optional<std::string> http_listen_override(const std::string& flag);
+
+struct serve_options {
+  std::string config = "config/spool.json";
+  /// Overrides api.listen.
+  std::string http;
+};
+/// The client API until SIGINT or SIGTERM.
+int serve(const global_options& g, const serve_options& o);
+
+struct token_options {
+  std::string client;
+  bool admin = false;
+  std::string name;
+};
+int token_create(const global_options& g, const token_options& o);
+int token_revoke(const global_options& g, int64_t id);
+int token_list(const global_options& g, bool json);
 
 struct exporter_options {
   std::string config = "config/spool.json";

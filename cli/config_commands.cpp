@@ -3,7 +3,6 @@
 
 #include "cli/commands.hpp"
 #include "runtime/config/config.hpp"
-#include "runtime/config/cost.hpp"
 #include "runtime/local_db.hpp"
 #include "runtime/pg/connection.hpp"
 #include "runtime/store/config_store.hpp"
@@ -230,27 +229,6 @@ loaded_config load_config_source(const global_options& g, const std::string& pat
         + " is not valid for this spool binary (push a fixed one)",
       res.problems));
   return {res.config, stored_config_source, stored->version};
-}
-
-std::vector<store::pipeline_stage> pipeline_of(const config::snapshot& cfg) {
-  std::vector<store::pipeline_stage> out;
-  for (auto& s : cfg.stages)
-    out.push_back(
-      {s.name, s.after, s.optional, s.retry.max_retries, s.retry.max_lost_leases, s.approval});
-  return out;
-}
-
-void add_estimates(const config::snapshot& cfg, std::vector<store::new_task>& tasks) {
-  if (std::none_of(cfg.stages.begin(), cfg.stages.end(),
-                   [](const config::stage_config& s) { return s.has_price; }))
-    return;
-  for (auto& t : tasks) {
-    // (payloads were checked to be JSON objects when they were read)
-    auto e = cost::estimate_task(cfg, t.payload);
-    t.run_estimates.clear();
-    for (auto& s : e.stages)
-      t.run_estimates.push_back(s.usd);
-  }
 }
 
 int config_check(const std::string& file) {

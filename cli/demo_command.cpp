@@ -5,6 +5,7 @@
 #include "actors/worker.hpp"
 #include "cli/commands.hpp"
 #include "runtime/config/config.hpp"
+#include "runtime/config/enqueue.hpp"
 #include "runtime/migrations.hpp"
 #include "runtime/pg/connection.hpp"
 #include "runtime/store/store.hpp"
@@ -275,8 +276,8 @@ int demo(const global_options& g, const demo_options& o) {
     tasks.push_back(std::move(t));
   }
   store::store q{conn};
-  add_estimates(*cfg, tasks);
-  auto created = q.enqueue(tasks, pipeline_of(*cfg));
+  config::add_estimates(*cfg, tasks);
+  auto created = q.enqueue(tasks, config::pipeline_of(*cfg));
   std::vector<int64_t> ids;
   for (auto& c : created)
     ids.push_back(c.task_id);

@@ -215,6 +215,30 @@ void add_run_command(CLI::App& app, action& act, const global_options& g) {
     ->capture_default_str();
   x->add_option("--http", e->http, "Listen on host:port")->capture_default_str();
   on_run(x, act, [&g, e] { return exporter(g, *e); });
+
+  auto so = std::make_shared<serve_options>();
+  auto sv = app.add_subcommand("serve", "Serve the client API (jobs, approvals) under /api/v2");
+  sv->add_option("--config", so->config, "Pipeline of new jobs: a file, or db")
+    ->capture_default_str();
+  sv->add_option("--http", so->http, "Listen on host:port (default: the config's api.listen)");
+  on_run(sv, act, [&g, so] { return serve(g, *so); });
+
+  auto tok = app.add_subcommand("token", "Bearer tokens of the client API (stored hashed)");
+  tok->require_subcommand(1);
+  auto to = std::make_shared<token_options>();
+  auto tc = tok->add_subcommand("create", "A new token, printed once");
+  tc->add_option("--client", to->client, "The client whose jobs it sees and changes");
+  tc->add_flag("--admin", to->admin, "A token that sees every client's jobs");
+  tc->add_option("--name", to->name, "What it is for");
+  on_run(tc, act, [&g, to] { return token_create(g, *to); });
+  auto revoke_id = std::make_shared<int64_t>(0);
+  auto tr = tok->add_subcommand("revoke", "Revoke a token (within 10 s everywhere)");
+  tr->add_option("ID", *revoke_id, "Token id (spool token list)")->required();
+  on_run(tr, act, [&g, revoke_id] { return token_revoke(g, *revoke_id); });
+  auto list_json = std::make_shared<bool>(false);
+  auto tl = tok->add_subcommand("list", "Every token: id, client, name, prefix, use");
+  tl->add_flag("--json", *list_json, "As JSON");
+  on_run(tl, act, [&g, list_json] { return token_list(g, *list_json); });
 }
 
 void add_demo_command(CLI::App& app, action& act, const global_options& g) {

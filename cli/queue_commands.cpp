@@ -2,6 +2,7 @@
 
 #include "cli/commands.hpp"
 #include "runtime/config/config.hpp"
+#include "runtime/config/enqueue.hpp"
 #include "runtime/pg/connection.hpp"
 #include "runtime/store/inspect.hpp"
 #include "runtime/store/task_input.hpp"
@@ -275,8 +276,8 @@ int enqueue(const global_options& g, const enqueue_options& o) {
   auto cfg = load_config_source(g, o.config).config;
   pg::connection conn{database_url(g, cfg.get())};
   store::store q{conn};
-  add_estimates(*cfg, tasks);
-  auto res = q.enqueue(tasks, pipeline_of(*cfg));
+  config::add_estimates(*cfg, tasks);
+  auto res = q.enqueue(tasks, config::pipeline_of(*cfg));
   for (auto& r : res)
     std::cout << r.task_id << (r.created ? "" : " (exists)") << "\n";
   return 0;

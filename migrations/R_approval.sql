@@ -39,6 +39,7 @@ BEGIN
     PERFORM spool_make_ready(v_gated, false);
   END IF;
   PERFORM pg_notify('spool_approval', p_task::text);
+  PERFORM spool_notify_tasks(ARRAY[p_task]);
   RETURN 'approved';
 END $$;
 
@@ -60,5 +61,6 @@ BEGIN
                    error_message = 'rejected: ' || p_reason, updated_at = now()
    WHERE id = p_task;
   PERFORM pg_notify('spool_approval', p_task::text);
+  PERFORM spool_notify_tasks(ARRAY[p_task]);
   RETURN 'rejected';
 END $$;

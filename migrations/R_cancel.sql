@@ -55,5 +55,6 @@ BEGIN
   PERFORM pg_notify('spool_cancel', x.id::text)
      FROM unnest(v_ids, v_running) AS x(id, running) WHERE x.running;
   PERFORM pg_notify('spool_wakeup', x.stage) FROM unnest(v_freed) AS x(stage);
+  PERFORM spool_notify_tasks(ARRAY[p_task]);
   RETURN QUERY SELECT x.id, x.running FROM unnest(v_ids, v_running) AS x(id, running);
 END $$;

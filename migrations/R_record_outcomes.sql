@@ -10,7 +10,8 @@
 -- the dependents whose inputs are all done; the last run completes the task.
 -- A dependent behind the approval gate (needs_approval) of a task not yet
 -- approved stays blocked instead, and its task goes to awaiting_approval
--- (NOTIFY spool_approval, payload: the task id) until spool_approve.
+-- (NOTIFY spool_approval, payload: the task id) until spool_approve. The
+-- tasks an outcome changed are NOTIFYed on spool_task (spool_notify_tasks).
 -- p_started_us and p_finished_us (optional; microseconds since the epoch, 0 or
 -- NULL when unknown) say when the execution really ran: the attempt keeps
 -- them instead of the claim's time and this call's.
@@ -55,6 +56,7 @@ DECLARE
   v_failed_tasks BIGINT[];     -- tasks a required run failed
   v_ready BIGINT[];
   v_gated BIGINT[];            -- tasks whose gated runs wait for approval
+  v_touched BIGINT[];          -- every task an accepted outcome changed
   -- accepted outcomes of runs a provider admitted
   v_p_names TEXT[]; v_p_stages TEXT[]; v_p_kinds TEXT[]; v_p_classes TEXT[];
   v_p_delays BIGINT[]; v_p_units FLOAT8[]; v_p_claimed TIMESTAMPTZ[];
@@ -189,11 +191,11 @@ BEGIN
   SELECT a.ids, a.states, a.rejoin, b.res_tasks, b.res_stages, f.failed_tasks,
          a.p_names, a.p_stages, a.p_kinds, a.p_classes, a.p_delays, a.p_units, a.p_claimed,
          a.b_costs, a.b_reserved, a.b_days, a.b_clients, a.b_stages, a.b_providers, a.b_tasks,
-         f.overruns, f.t_clients, f.t_campaigns, f.t_costs
+         f.overruns, f.t_clients, f.t_campaigns, f.t_costs, f.touched
     INTO v_ids, v_states, v_rejoin, v_res_tasks, v_res_stages, v_failed_tasks,
          v_p_names, v_p_stages, v_p_kinds, v_p_classes, v_p_delays, v_p_units, v_p_claimed,
          v_b_costs, v_b_reserved, v_b_days, v_b_clients, v_b_stages, v_b_providers, v_b_tasks,
-         v_overruns, v_t_clients, v_t_campaigns, v_t_costs
+         v_overruns, v_t_clients, v_t_campaigns, v_t_costs, v_touched
     FROM (SELECT array_agg(x.id) AS ids, array_agg(x.state) AS states,
                  array_agg(x.id ORDER BY x.id) FILTER (WHERE x.state = 'ready') AS rejoin,
                  -- (one order for all seven: the rows' own)
@@ -223,6 +225,7 @@ BEGIN
             FROM bookkept k CROSS JOIN LATERAL unnest(k.resolved) AS r(stage)
            WHERE k.runs_pending > 0) b,
          (SELECT array_agg(k.id) FILTER (WHERE k.failed) AS failed_tasks,
+                 array_agg(k.id) AS touched,
                  array_agg(k.id) FILTER (WHERE k.overran) AS overruns,
                  array_agg(k.client_id) FILTER (WHERE k.cost > 0) AS t_clients,
                  array_agg(k.campaign_id) FILTER (WHERE k.cost > 0) AS t_campaigns,
@@ -298,6 +301,8 @@ BEGIN
      WHERE t.id = ANY (v_overruns) AND b.scope = 'total'
      ORDER BY t.id;
   END IF;
+
+  PERFORM spool_notify_tasks(v_touched);
 
   -- In input order; a refused run reports the state it is in.
   RETURN QUERY

@@ -16,5 +16,6 @@ BEGIN
   )
   SELECT array_agg(moved.id ORDER BY moved.id) INTO v_ready FROM moved WHERE moved.state = 'ready';
   PERFORM spool_make_ready(coalesce(v_ready, '{}'), false);
+  PERFORM spool_notify_tasks(ARRAY[p_task]);
   RETURN true;
 END $$;

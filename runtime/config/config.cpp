@@ -676,6 +676,13 @@ std::string check_env_names(const json::value& v) {
   return {};
 }
 
+/// An address the HTTP server can listen on.
+std::string check_endpoint(const json::value& v) {
+  http::endpoint ep;
+  auto problem = http::parse_endpoint(v.get_string(), ep);
+  return problem.empty() ? std::string{} : problem + ", got " + value_text(v);
+}
+
 /// "off", or an address the HTTP server can listen on.
 std::string check_listen(const json::value& v) {
   auto s = std::string_view(v.get_string());
@@ -881,6 +888,26 @@ const std::vector<property<snapshot>>& root_properties() {
       .doc("Also serve the cluster-wide metrics read from the database (queue "
            "depth, task states, providers, budgets): exactly one scraped process "
            "of a cluster should. --cluster-metrics sets it."),
+    group<snapshot>("api", property_type::object)
+      .doc("The client API of `spool serve`."),
+    field<&snapshot::api, &api_config::listen>("api.listen")
+      .def(R"("127.0.0.1:8080")")
+      .check(check_endpoint, "host:port")
+      .doc("Address `spool serve` listens on; without any API token it "
+           "answers on a loopback address only. --http wins over it."),
+    field<&snapshot::api, &api_config::requests_per_s>("api.requests_per_s")
+      .def("50")
+      .between(0.1, 100000)
+      .doc("Requests a second per token (per peer address without tokens); "
+           "past the burst a request gets 429 with Retry-After."),
+    field<&snapshot::api, &api_config::burst>("api.burst")
+      .def("100")
+      .between(1, 1000000)
+      .doc("Requests a token may make at once above its rate."),
+    field<&snapshot::api, &api_config::max_request_bytes>("api.max_request_bytes")
+      .def("8388608")
+      .between(1024, 1073741824)
+      .doc("Largest request body in bytes; a larger one gets 413."),
     group<snapshot>("providers", property_type::object_list)
       .def("[]")
       .rule("names unique")

@@ -445,6 +445,22 @@ struct http_config {
   bool operator==(const http_config&) const = default;
 };
 
+/// The client API of `spool serve` ("api"). Needs a restart of the server.
+struct api_config {
+  /// "host:port" to listen on. Without any API token the server answers
+  /// only on a loopback address. Defaults to "127.0.0.1:8080".
+  std::string listen = "127.0.0.1:8080";
+  /// Requests a second per token (per peer address when open), and the
+  /// burst above it. Defaults to 50 and 100.
+  double requests_per_s = 50;
+  double burst = 100;
+  /// The largest request body in bytes (a POST of many jobs). Defaults to
+  /// 8 MiB.
+  int max_request_bytes = 8 << 20;
+
+  bool operator==(const api_config&) const = default;
+};
+
 // -- stages -------------------------------------------------------------------
 
 /// One stage of the pipeline (an element of "stages"). Live, except what
@@ -549,6 +565,8 @@ struct snapshot {
   budget_config budgets;
   /// The operators' HTTP endpoint ("http"). Needs a restart.
   http_config http;
+  /// The client API of `spool serve` ("api"). Needs a restart of the server.
+  api_config api;
   /// Hash of the canonical JSON (see canonical_json): equal configurations
   /// have equal versions. Set by parse/validate; not part of the hash.
   std::string version;
@@ -581,7 +599,7 @@ struct snapshot {
     return data_dir == other.data_dir && database_url == other.database_url
            && worker == other.worker && stages == other.stages
            && providers == other.providers && budgets == other.budgets
-           && http == other.http;
+           && http == other.http && api == other.api;
   }
 };
 

@@ -72,6 +72,13 @@ std::string_view request::header(std::string_view name) const {
   return {};
 }
 
+std::string_view request::param(std::string_view name) const {
+  for (const auto& [k, v] : params)
+    if (k == name)
+      return v;
+  return {};
+}
+
 std::string request::query_param(std::string_view name) const {
   std::string_view q = query;
   while (!q.empty()) {
@@ -136,33 +143,90 @@ std::string parse_endpoint(std::string_view text, endpoint& out) {
 
 // -- router ------------------------------------------------------------------------
 
+namespace {
+
+std::vector<std::string> split_path(std::string_view path) {
+  std::vector<std::string> out;
+  size_t i = 0;
+  while (i <= path.size()) {
+    auto slash = path.find('/', i);
+    if (slash == std::string_view::npos)
+      slash = path.size();
+    out.emplace_back(path.substr(i, slash - i));
+    i = slash + 1;
+  }
+  return out;
+}
+
+/// Whether `segments` (a route) matches `path`; fills `params`.
+bool match(const std::vector<std::string>& segments, const std::vector<std::string>& path,
+           std::vector<std::pair<std::string, std::string>>& params) {
+  if (segments.size() != path.size())
+    return false;
+  params.clear();
+  for (size_t i = 0; i < segments.size(); ++i) {
+    const auto& s = segments[i];
+    if (s.size() > 2 && s.front() == '{' && s.back() == '}') {
+      if (path[i].empty())
+        return false;
+      params.emplace_back(s.substr(1, s.size() - 2), path[i]);
+    } else if (s != path[i]) {
+      return false;
+    }
+  }
+  return true;
+}
+
+} // namespace
+
 router& router::on(std::string method, std::string path, handler h) {
-  routes_.push_back({std::move(method), std::move(path), std::move(h)});
+  return on_async(std::move(method), std::move(path),
+                  [h = std::move(h)](const request& req, responder respond) {
+                    respond(h(req));
+                  });
+}
+
+router& router::on_async(std::string method, std::string path, async_handler h) {
+  routes_.push_back({std::move(method), split_path(path), std::move(h)});
   return *this;
 }
 
-response router::operator()(const request& req) const {
+void router::operator()(const request& req, responder respond) const {
+  auto path = split_path(req.path);
   std::string allow;
+  std::vector<std::pair<std::string, std::string>> params;
   for (const auto& r : routes_) {
-    if (r.path != req.path)
+    if (!match(r.segments, path, params))
       continue;
-    if (r.method == req.method)
-      return r.h(req);
-    if (req.method == "HEAD" && r.method == "GET") {
-      auto res = r.h(req);
-      res.body.clear(); // the length of the GET answer is not worth a second render
-      return res;
+    bool head = req.method == "HEAD" && r.method == "GET";
+    if (r.method == req.method || head) {
+      request with = req;
+      with.params = std::move(params);
+      if (head) // answered like GET; the server drops the body
+        with.method = "GET";
+      r.h(with, std::move(respond));
+      return;
     }
     if (!allow.empty())
       allow += ", ";
     allow += r.method;
   }
-  if (allow.empty())
-    return response::text(404, "not found: " + req.path + "\n");
+  if (allow.empty()) {
+    respond(response::text(404, "not found: " + req.path + "\n"));
+    return;
+  }
   auto res = response::text(405, "method " + req.method + " not allowed on " + req.path
                                    + " (allowed: " + allow + ")\n");
   res.headers.emplace_back("Allow", allow);
-  return res;
+  respond(std::move(res));
+}
+
+response router::operator()(const request& req) const {
+  std::optional<response> out;
+  (*this)(req, [&out](response r) { out = std::move(r); });
+  if (!out)
+    throw std::logic_error("router: " + req.path + " answered asynchronously");
+  return std::move(*out);
 }
 
 // -- server --------------------------------------------------------------------------
@@ -171,7 +235,7 @@ namespace {
 
 struct shared_settings {
   server_options opts;
-  handler h;
+  async_handler h;
 };
 
 class session : public std::enable_shared_from_this<session> {
@@ -239,16 +303,29 @@ private:
     auto ep = stream_.socket().remote_endpoint(rec);
     if (!rec)
       req.remote = ep.address().to_string();
-    response res;
+    bool keep_alive = msg.keep_alive();
+    unsigned version = msg.version();
+    bool head = req.method == "HEAD";
+    // The answer may come from another thread (a long poll): it is written
+    // on this connection's strand, once.
+    auto answered = std::make_shared<std::atomic<bool>>(false);
+    responder respond = [self = shared_from_this(), keep_alive, version, head,
+                         answered](response res) {
+      if (answered->exchange(true))
+        return;
+      if (head)
+        res.body.clear();
+      asio::dispatch(self->stream_.get_executor(),
+                     [self, res = std::move(res), keep_alive, version]() mutable {
+                       self->reply(std::move(res), keep_alive, version);
+                     });
+    };
     try {
-      res = settings_->h(req);
+      settings_->h(req, respond);
     } catch (const std::exception& e) {
       spdlog::error("http: {} {} failed: {}", req.method, req.path, e.what());
-      res = response::text(500, "internal error\n");
+      respond(response::text(500, "internal error\n"));
     }
-    if (req.method == "HEAD")
-      res.body.clear();
-    reply(std::move(res), msg.keep_alive(), msg.version());
   }
 
   void reply(response res, bool keep_alive, unsigned version) {
@@ -305,7 +382,21 @@ struct server::impl {
   }
 };
 
-server::server(server_options options, handler h) : impl_(std::make_unique<impl>()) {
+server::server(server_options options, handler h)
+  : server(std::move(options), async_handler{[h = std::move(h)](const request& req,
+                                                                 responder respond) {
+      respond(h(req));
+    }}) {
+}
+
+server::server(server_options options, const router& routes)
+  : server(std::move(options),
+           async_handler{[routes](const request& req, responder respond) {
+             routes(req, std::move(respond));
+           }}) {
+}
+
+server::server(server_options options, async_handler h) : impl_(std::make_unique<impl>()) {
   auto& m = *impl_;
   auto where = options.listen.host + ":" + std::to_string(options.listen.port);
   beast::error_code ec;

@@ -29,6 +29,11 @@ struct request {
   std::string body;
   /// The peer's address ("127.0.0.1", "::1").
   std::string remote;
+  /// Path parameters a router matched ({"id", "42"}).
+  std::vector<std::pair<std::string, std::string>> params;
+
+  /// The path parameter `name`; empty when absent.
+  std::string_view param(std::string_view name) const;
 
   /// The first header named `name` (case-insensitive); empty when absent.
   std::string_view header(std::string_view name) const;
@@ -48,6 +53,12 @@ struct response {
 };
 
 using handler = std::function<response(const request&)>;
+
+/// Delivers the answer of an asynchronous handler; call it exactly once,
+/// from any thread (a long poll answers when its state changes).
+using responder = std::function<void(response)>;
+/// A handler that may answer later: it gets the request and a responder.
+using async_handler = std::function<void(const request&, responder)>;
 
 /// Where to listen: host and port. `host` is an IP address or a name
 /// ("localhost"); port 0 asks the system for a free one.
@@ -71,11 +82,15 @@ struct server_options {
   std::string name = "spool";
 };
 
+class router;
+
 class server {
 public:
   /// Binds and starts serving. Throws std::runtime_error naming the address
   /// and the reason when it cannot listen (address in use, no such host).
   server(server_options options, handler h);
+  server(server_options options, async_handler h);
+  server(server_options options, const router& routes);
   ~server(); // stops
   server(const server&) = delete;
   server& operator=(const server&) = delete;
@@ -95,16 +110,24 @@ private:
 /// Answers requests by exact path; 404 for unknown paths, 405 (with Allow)
 /// for a known path asked with another method. HEAD is answered like GET
 /// without a body.
+///
+/// A path may hold parameters: "/api/v2/jobs/{id}/approve" matches
+/// "/api/v2/jobs/42/approve" with request::params {"id": "42"} (a parameter
+/// is one non-empty segment).
 class router {
 public:
   router& on(std::string method, std::string path, handler h);
+  router& on_async(std::string method, std::string path, async_handler h);
+  void operator()(const request& req, responder respond) const;
+  /// For synchronous use (every route synchronous); throws std::logic_error
+  /// when the route answers asynchronously.
   response operator()(const request& req) const;
 
 private:
   struct route {
     std::string method;
-    std::string path;
-    handler h;
+    std::vector<std::string> segments; // "{name}" for a parameter
+    async_handler h;
   };
   std::vector<route> routes_;
 };

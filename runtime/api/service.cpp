@@ -1,0 +1,827 @@
+#include "runtime/api/service.hpp"
+
+#include "runtime/api/tokens.hpp"
+#include "runtime/config/enqueue.hpp"
+#include "runtime/pg/pool.hpp"
+#include "runtime/store/store.hpp"
+#include "runtime/store/task_input.hpp"
+
+#include <boost/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+#include <charconv>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <thread>
+
+namespace spool::api {
+
+namespace json = boost::json;
+using steady = std::chrono::steady_clock;
+
+namespace {
+
+// -- answers -------------------------------------------------------------------------
+
+http::response error(int status, std::string_view code, std::string_view message,
+                     std::string_view field = {}) {
+  json::object e{{"code", code}, {"message", message}};
+  if (!field.empty())
+    e["field"] = field;
+  return http::response::json(status, json::serialize(json::object{{"error", std::move(e)}}));
+}
+
+http::response ok_json(int status, const json::value& v) {
+  return http::response::json(status, json::serialize(v));
+}
+
+/// A strong ETag of a view: FNV-1a of its bytes.
+std::string etag_of(std::string_view body) {
+  std::uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : body) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "\"%016llx\"", static_cast<unsigned long long>(h));
+  return buf;
+}
+
+/// A positive job id from a path or query parameter.
+std::optional<int64_t> parse_id(std::string_view s) {
+  int64_t v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc{} || p != s.data() + s.size() || v <= 0)
+    return std::nullopt;
+  return v;
+}
+
+std::optional<double> parse_number(std::string_view s) {
+  double v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc{} || p != s.data() + s.size())
+    return std::nullopt;
+  return v;
+}
+
+const std::set<std::string, std::less<>>& task_states() {
+  static const std::set<std::string, std::less<>> s{"queued",
+                                                    "running",
+                                                    "awaiting_approval",
+                                                    "completed",
+                                                    "partially_completed",
+                                                    "failed",
+                                                    "cancelled"};
+  return s;
+}
+
+/// The body of a POST or PATCH as a JSON object (an empty body: {}).
+std::optional<json::value> parse_body(const http::request& req, http::response& err) {
+  if (req.body.empty())
+    return json::value(json::object{});
+  json::error_code ec;
+  auto v = json::parse(req.body, ec);
+  if (ec) {
+    err = error(400, "invalid_request", "the body is not JSON: " + ec.message());
+    return std::nullopt;
+  }
+  return v;
+}
+
+/// The one view of a job a client gets, built by the database in one
+/// statement; with its client, for the access check.
+constexpr const char* view_sql =
+  "SELECT json_build_object("
+  "'id', t.id, 'client_id', t.client_id, 'campaign_id', t.campaign_id, "
+  "'channel_id', t.channel_id, 'priority', t.priority, 'state', t.state, "
+  "'approved', t.approved, "
+  "'review', CASE WHEN t.reviewed_at IS NULL THEN NULL ELSE json_build_object("
+  "  'at', t.reviewed_at, 'by', t.reviewed_by, 'note', t.review_note) END, "
+  "'payload', t.payload, 'estimated_cost', t.estimated_cost::float8, "
+  "'actual_cost', t.actual_cost::float8, 'retries', t.retry_count, "
+  "'error', t.error_message, 'video_url', t.video_url, 'storyboard', t.storyboard_data, "
+  "'created_at', t.created_at, 'updated_at', t.updated_at, 'finished_at', t.finished_at, "
+  "'stages', (SELECT coalesce(json_agg(json_build_object("
+  "    'stage', r.stage, 'state', r.state, 'attempt', r.attempt, "
+  "    'awaits_approval', r.needs_approval AND NOT t.approved AND r.state = 'blocked', "
+  "    'output', r.output, 'error_class', r.error_class, 'error', r.error_message, "
+  "    'cost', r.cost::float8, 'estimated_cost', r.est_cost::float8, "
+  "    'provider', r.provider, 'finished_at', r.finished_at) ORDER BY r.id), '[]') "
+  "  FROM stage_runs r WHERE r.task_id = t.id)"
+  ")::text, t.client_id FROM tasks t WHERE t.id = $1";
+
+struct view {
+  std::string body;
+  std::string etag;
+  std::string client_id;
+  steady::time_point read_at;
+};
+
+struct waiter {
+  std::string etag; // what the client has
+  steady::time_point deadline;
+  http::responder respond;
+};
+
+struct bucket {
+  double tokens = 0;
+  steady::time_point at;
+};
+
+} // namespace
+
+struct service::impl {
+  service_options opts;
+  pg::pool pool;
+  std::atomic<std::uint64_t> queries{0};
+
+  std::mutex auth_mtx;
+  std::map<std::string, std::pair<std::optional<principal>, steady::time_point>> auth_cache;
+  bool tokens_exist = false;
+  steady::time_point tokens_checked{};
+
+  std::mutex rate_mtx;
+  std::map<std::string, bucket> buckets;
+
+  std::mutex view_mtx;
+  std::map<int64_t, view> views;
+
+  std::mutex wait_mtx;
+  std::condition_variable wait_cv;
+  std::map<int64_t, std::vector<waiter>> waiters;
+  std::set<int64_t> changed;
+  bool all_changed = false;
+  bool stopping = false;
+  std::thread watcher;
+
+  explicit impl(service_options o)
+    : opts(std::move(o)), pool(opts.database_url, pool_options_of(opts)) {
+  }
+
+  static pg::pool_options pool_options_of(const service_options& o) {
+    pg::pool_options p;
+    p.size = o.connections;
+    p.acquire_timeout = std::chrono::seconds{10};
+    p.reconnect_timeout = std::chrono::seconds{5};
+    p.connection.statement_timeout = std::chrono::seconds{10};
+    p.connection.call_timeout = std::chrono::seconds{15};
+    return p;
+  }
+
+  // -- access ---------------------------------------------------------------------
+
+  /// The principal of the request, or the error to answer.
+  /// Whether requests need no token now (open, and no live token exists;
+  /// looked up at most every 3 s).
+  bool open_now() {
+    if (!opts.open_without_tokens)
+      return false;
+    auto now = steady::now();
+    {
+      std::lock_guard guard{auth_mtx};
+      if (now - tokens_checked < std::chrono::seconds{3})
+        return !tokens_exist;
+    }
+    bool exist = true; // when the database cannot tell, stay closed
+    try {
+      auto conn = pool.acquire();
+      exist = any_live_token(*conn);
+    } catch (const pg::error&) {
+    }
+    std::lock_guard guard{auth_mtx};
+    tokens_exist = exist;
+    tokens_checked = now;
+    return !exist;
+  }
+
+  std::optional<principal> authenticate(const http::request& req, http::response& err) {
+    if (open_now())
+      return principal{};
+    auto h = req.header("Authorization");
+    if (!h.starts_with("Bearer ") || h.size() <= 7) {
+      err = error(401, "unauthorized", "send Authorization: Bearer <token>");
+      err.headers.emplace_back("WWW-Authenticate", "Bearer");
+      return std::nullopt;
+    }
+    std::string token{h.substr(7)};
+    auto now = steady::now();
+    {
+      std::lock_guard guard{auth_mtx};
+      if (auto it = auth_cache.find(token); it != auth_cache.end() && it->second.second > now) {
+        if (it->second.first)
+          return it->second.first;
+        err = error(401, "unauthorized", "unknown or revoked token");
+        return std::nullopt;
+      }
+    }
+    std::optional<principal> p;
+    {
+      auto conn = pool.acquire();
+      p = verify_token(*conn, token);
+    }
+    std::lock_guard guard{auth_mtx};
+    if (auth_cache.size() > 10000)
+      auth_cache.clear(); // a flood of made-up tokens costs memory no longer
+    // Known tokens for 10 s (a revoke takes effect within that), unknown 5 s.
+    auth_cache[token] = {p, now + (p ? std::chrono::seconds{10} : std::chrono::seconds{5})};
+    if (!p)
+      err = error(401, "unauthorized", "unknown or revoked token");
+    return p;
+  }
+
+  /// Whether the principal may make one more request now; else sets `err`.
+  bool admit(const http::request& req, const principal& p, http::response& err) {
+    auto key = p.token_id != 0 ? "token:" + std::to_string(p.token_id) : "peer:" + req.remote;
+    auto now = steady::now();
+    std::lock_guard guard{rate_mtx};
+    auto& b = buckets[key];
+    if (b.at == steady::time_point{}) {
+      b.tokens = opts.burst;
+    } else {
+      b.tokens = std::min(opts.burst,
+                          b.tokens + std::chrono::duration<double>(now - b.at).count()
+                                       * opts.requests_per_s);
+    }
+    b.at = now;
+    if (b.tokens >= 1) {
+      b.tokens -= 1;
+      return true;
+    }
+    double wait_s = (1 - b.tokens) / opts.requests_per_s;
+    err = error(429, "rate_limited",
+                "over " + std::to_string(static_cast<int>(opts.requests_per_s))
+                  + " requests a second");
+    err.headers.emplace_back("Retry-After", std::to_string(static_cast<int>(wait_s) + 1));
+    return false;
+  }
+
+  /// Runs `fn(principal)` for an authenticated, admitted request.
+  template <class F>
+  void guarded(const http::request& req, const http::responder& respond, F&& fn) {
+    http::response err;
+    auto p = authenticate(req, err);
+    if (!p || !admit(req, *p, err)) {
+      respond(std::move(err));
+      return;
+    }
+    try {
+      fn(*p);
+    } catch (const store::input_error& e) {
+      respond(error(400, "invalid_request", e.what()));
+    } catch (const pg::error& e) {
+      spdlog::warn("api: {} {}: {}", req.method, req.path, e.what());
+      respond(error(503, "unavailable", "the database did not answer; try again"));
+    }
+  }
+
+  // -- views ------------------------------------------------------------------------
+
+  std::optional<view> read_view(int64_t id) {
+    ++queries;
+    auto conn = pool.acquire();
+    auto r = conn->query(view_sql, id);
+    if (r.rows() == 0) {
+      std::lock_guard guard{view_mtx};
+      views.erase(id);
+      return std::nullopt;
+    }
+    view v{r.str(0, 0), {}, r.str(0, 1), steady::now()};
+    v.etag = etag_of(v.body);
+    std::lock_guard guard{view_mtx};
+    if (views.size() > 100000)
+      views.clear();
+    views[id] = v;
+    return v;
+  }
+
+  /// The cached view while it is fresh (no NOTIFY since, younger than
+  /// max_view_age), else a new read.
+  std::optional<view> get_view(int64_t id) {
+    {
+      std::lock_guard guard{view_mtx};
+      if (auto it = views.find(id);
+          it != views.end() && steady::now() - it->second.read_at < opts.max_view_age)
+        return it->second;
+    }
+    return read_view(id);
+  }
+
+  static bool may_see(const principal& p, const view& v) {
+    return p.admin() || v.client_id == p.client_id;
+  }
+
+  http::response view_response(const view& v, int status = 200) {
+    auto res = http::response::json(status, v.body);
+    res.headers.emplace_back("ETag", v.etag);
+    res.headers.emplace_back("Cache-Control", "no-cache");
+    return res;
+  }
+
+  static http::response not_modified(const std::string& etag) {
+    http::response res;
+    res.status = 304;
+    res.content_type = "application/json";
+    res.headers.emplace_back("ETag", etag);
+    return res;
+  }
+
+  // -- long polls ---------------------------------------------------------------------
+
+  void watch() {
+    std::unique_lock lock{wait_mtx};
+    while (!stopping) {
+      wait_cv.wait_for(lock, std::chrono::milliseconds{100});
+      if (stopping)
+        break;
+      auto now = steady::now();
+      std::set<int64_t> due; // tasks with a waiter to look at
+      for (auto& [id, ws] : waiters) {
+        bool expired = std::any_of(ws.begin(), ws.end(),
+                                   [&](const waiter& w) { return w.deadline <= now; });
+        if (all_changed || changed.count(id) != 0 || expired)
+          due.insert(id);
+      }
+      changed.clear();
+      all_changed = false;
+      if (due.empty())
+        continue;
+      lock.unlock();
+      std::vector<std::pair<http::responder, http::response>> answers;
+      std::map<int64_t, std::optional<view>> fresh;
+      for (auto id : due) {
+        try {
+          fresh[id] = read_view(id);
+        } catch (const std::exception& e) {
+          spdlog::warn("api: reading job {} for a long poll failed: {}", id, e.what());
+        }
+      }
+      lock.lock();
+      now = steady::now();
+      for (auto& [id, v] : fresh) {
+        auto it = waiters.find(id);
+        if (it == waiters.end())
+          continue;
+        auto& ws = it->second;
+        for (size_t i = 0; i < ws.size();) {
+          auto& w = ws[i];
+          if (!v) {
+            answers.emplace_back(std::move(w.respond), error(404, "not_found", "no such job"));
+          } else if (v->etag != w.etag) {
+            answers.emplace_back(std::move(w.respond), view_response(*v));
+          } else if (w.deadline <= now) {
+            answers.emplace_back(std::move(w.respond), not_modified(v->etag));
+          } else {
+            ++i;
+            continue;
+          }
+          ws.erase(ws.begin() + static_cast<ptrdiff_t>(i));
+        }
+        if (ws.empty())
+          waiters.erase(it);
+      }
+      lock.unlock();
+      for (auto& [respond, res] : answers)
+        respond(std::move(res));
+      lock.lock();
+    }
+    // Stopping: everyone waiting gets what there is.
+    for (auto& [id, ws] : waiters)
+      for (auto& w : ws)
+        w.respond(not_modified(w.etag));
+    waiters.clear();
+  }
+
+  // -- handlers --------------------------------------------------------------------------
+
+  void get_job(const http::request& req, const http::responder& respond) {
+    guarded(req, respond, [&](const principal& p) {
+      auto id = parse_id(req.param("id"));
+      if (!id) {
+        respond(error(400, "invalid_request", "a job id is a positive integer", "id"));
+        return;
+      }
+      double wait_s = 0;
+      if (auto w = req.query_param("wait"); !w.empty()) {
+        auto n = parse_number(w);
+        if (!n || *n < 0 || *n > opts.max_wait_s) {
+          respond(error(400, "invalid_request",
+                        "wait is seconds from 0 to " + std::to_string(int(opts.max_wait_s)),
+                        "wait"));
+          return;
+        }
+        wait_s = *n;
+      }
+      auto v = get_view(*id);
+      if (!v || !may_see(p, *v)) {
+        respond(error(404, "not_found", "no job " + std::to_string(*id)));
+        return;
+      }
+      std::string have{req.header("If-None-Match")};
+      if (have != v->etag) {
+        respond(view_response(*v));
+        return;
+      }
+      if (wait_s <= 0) {
+        respond(not_modified(v->etag));
+        return;
+      }
+      std::lock_guard guard{wait_mtx};
+      if (stopping) {
+        respond(not_modified(v->etag));
+        return;
+      }
+      waiters[*id].push_back(
+        {v->etag, steady::now() + std::chrono::duration_cast<steady::duration>(
+                                    std::chrono::duration<double>(wait_s)),
+         respond});
+    });
+  }
+
+  void list_jobs(const http::request& req, const http::responder& respond) {
+    guarded(req, respond, [&](const principal& p) {
+      auto client = req.query_param("client");
+      if (!p.admin()) {
+        if (!client.empty() && client != p.client_id) {
+          respond(error(403, "forbidden", "this token sees only client " + p.client_id,
+                        "client"));
+          return;
+        }
+        client = p.client_id;
+      }
+      auto state = req.query_param("state");
+      if (!state.empty() && task_states().count(state) == 0) {
+        respond(error(400, "invalid_request",
+                      "state is one of queued, running, awaiting_approval, completed, "
+                      "partially_completed, failed, cancelled",
+                      "state"));
+        return;
+      }
+      int64_t limit = 50;
+      if (auto l = req.query_param("limit"); !l.empty()) {
+        auto n = parse_id(l);
+        if (!n || *n > 500) {
+          respond(error(400, "invalid_request", "limit is 1..500", "limit"));
+          return;
+        }
+        limit = *n;
+      }
+      int64_t after = 0;
+      if (auto a = req.query_param("after"); !a.empty()) {
+        auto n = parse_id(a);
+        if (!n) {
+          respond(error(400, "invalid_request", "after is a job id (the previous page's next)",
+                        "after"));
+          return;
+        }
+        after = *n;
+      }
+      ++queries;
+      auto conn = pool.acquire();
+      auto r = conn->query(
+        "SELECT json_build_object('id', id, 'client_id', client_id, 'campaign_id', campaign_id, "
+        "'channel_id', channel_id, 'priority', priority, 'state', state, 'approved', approved, "
+        "'estimated_cost', estimated_cost::float8, 'actual_cost', actual_cost::float8, "
+        "'video_url', video_url, 'created_at', created_at, 'updated_at', updated_at, "
+        "'finished_at', finished_at)::text, id FROM tasks "
+        "WHERE ($1 = '' OR client_id = $1) AND ($2 = '' OR campaign_id = $2) "
+        "AND ($3 = '' OR state::text = $3) AND ($4 = 0 OR id < $4) "
+        "ORDER BY id DESC LIMIT $5",
+        client, req.query_param("campaign"), state, after, limit + 1);
+      std::string body = "{\"jobs\":[";
+      int n = std::min<int>(r.rows(), static_cast<int>(limit));
+      for (int i = 0; i < n; ++i) {
+        if (i)
+          body += ',';
+        body += r.text(i, 0);
+      }
+      body += "],\"next\":";
+      body += r.rows() > limit ? "\"" + r.str(n - 1, 1) + "\"" : std::string{"null"};
+      body += "}";
+      respond(http::response::json(200, std::move(body)));
+    });
+  }
+
+  void post_jobs(const http::request& req, const http::responder& respond) {
+    guarded(req, respond, [&](const principal& p) {
+      http::response err;
+      auto body = parse_body(req, err);
+      if (!body) {
+        respond(std::move(err));
+        return;
+      }
+      bool many = body->is_array() || (body->is_object() && body->as_object().contains("jobs"));
+      json::array items;
+      if (body->is_array()) {
+        items = body->as_array();
+      } else if (many) {
+        auto& j = body->as_object().at("jobs");
+        if (!j.is_array()) {
+          respond(error(400, "invalid_request", "jobs must be an array", "jobs"));
+          return;
+        }
+        items = j.as_array();
+      } else if (body->is_object()) {
+        items.push_back(*body);
+      } else {
+        respond(error(400, "invalid_request", "the body is a job object or a list of them"));
+        return;
+      }
+      if (items.empty()) {
+        respond(error(400, "invalid_request", "no job to enqueue", many ? "jobs" : ""));
+        return;
+      }
+      if (items.size() > opts.max_jobs_per_request) {
+        respond(error(413, "too_many_jobs",
+                      "at most " + std::to_string(opts.max_jobs_per_request)
+                        + " jobs a request",
+                      "jobs"));
+        return;
+      }
+      std::string key{req.header("Idempotency-Key")};
+      if (key.size() > 200) {
+        respond(error(400, "invalid_request", "at most 200 bytes", "Idempotency-Key"));
+        return;
+      }
+      // A client's jobs are its own; its idempotency keys live in its own
+      // namespace (the same key from two clients makes two jobs).
+      std::string lines;
+      for (size_t i = 0; i < items.size(); ++i) {
+        auto field = many ? "jobs[" + std::to_string(i) + "]" : std::string{};
+        auto prefix = field.empty() ? "" : field + ".";
+        if (!items[i].is_object()) {
+          respond(error(400, "invalid_request", "a job is a JSON object", field));
+          return;
+        }
+        auto& o = items[i].as_object();
+        if (!p.admin()) {
+          auto* c = o.if_contains("client_id");
+          if (c != nullptr && !(c->is_string() && (c->as_string() == p.client_id))) {
+            respond(error(403, "forbidden", "this token enqueues for client " + p.client_id,
+                          prefix + "client_id"));
+            return;
+          }
+          o["client_id"] = p.client_id;
+        }
+        if (!key.empty() && !o.contains("idempotency_key"))
+          o["idempotency_key"] = many ? key + "#" + std::to_string(i) : key;
+        if (!p.admin())
+          if (auto* k = o.if_contains("idempotency_key"); k != nullptr && k->is_string())
+            *k = p.client_id + ":" + std::string{k->as_string()};
+        lines += json::serialize(o);
+        lines += '\n';
+      }
+      std::vector<store::new_task> tasks;
+      try {
+        std::istringstream in{lines};
+        tasks = store::parse_tasks_jsonl(in);
+      } catch (const store::input_error& e) {
+        // "line N" is job N-1 of the request.
+        json::array problems;
+        for (auto& pr : e.problems) {
+          auto field = (many ? "jobs[" + std::to_string(pr.line - 1) + "]." : std::string{})
+                       + pr.field;
+          problems.push_back(json::object{{"field", field}, {"message", pr.message}});
+        }
+        auto& first = problems.front().as_object();
+        json::object out{{"error", json::object{{"code", "invalid_request"},
+                                                {"message", first.at("message")},
+                                                {"field", first.at("field")},
+                                                {"problems", problems}}}};
+        respond(ok_json(400, out));
+        return;
+      }
+      config::add_estimates(*opts.config, tasks);
+      std::vector<store::enqueued> res;
+      {
+        auto conn = pool.acquire();
+        res = store::store{*conn}.enqueue(tasks, config::pipeline_of(*opts.config));
+      }
+      json::array out;
+      bool created = false;
+      for (auto& r : res) {
+        out.push_back(json::object{{"id", r.task_id}, {"created", r.created}});
+        created = created || r.created;
+      }
+      if (!many) {
+        respond(ok_json(created ? 201 : 200, out.front()));
+        return;
+      }
+      respond(ok_json(created ? 201 : 200, json::object{{"jobs", out}}));
+    });
+  }
+
+  /// The job's client, for an access check before a change; nullopt when
+  /// there is no such job.
+  std::optional<std::string> client_of(int64_t id) {
+    auto conn = pool.acquire();
+    auto r = conn->query("SELECT client_id FROM tasks WHERE id = $1", id);
+    if (r.rows() == 0)
+      return std::nullopt;
+    return r.str(0, 0);
+  }
+
+  /// A change of one job: checks the id and access, runs `act` and answers
+  /// with the job's fresh view (or act's own answer).
+  template <class F>
+  void change_job(const http::request& req, const http::responder& respond, F&& act) {
+    guarded(req, respond, [&](const principal& p) {
+      auto id = parse_id(req.param("id"));
+      if (!id) {
+        respond(error(400, "invalid_request", "a job id is a positive integer", "id"));
+        return;
+      }
+      auto client = client_of(*id);
+      if (!client || (!p.admin() && *client != p.client_id)) {
+        respond(error(404, "not_found", "no job " + std::to_string(*id)));
+        return;
+      }
+      http::response err;
+      auto body = parse_body(req, err);
+      if (!body) {
+        respond(std::move(err));
+        return;
+      }
+      if (!body->is_object()) {
+        respond(error(400, "invalid_request", "the body is a JSON object"));
+        return;
+      }
+      auto who = "api:" + (p.admin() ? std::string{"admin"} : p.client_id)
+                 + (p.token_id != 0 ? ":token" + std::to_string(p.token_id) : "");
+      std::optional<http::response> answer = act(*id, body->as_object(), who);
+      if (answer) {
+        respond(std::move(*answer));
+        return;
+      }
+      task_changed_now(*id);
+      auto v = read_view(*id);
+      respond(v ? view_response(*v) : error(404, "not_found", "no job " + std::to_string(*id)));
+    });
+  }
+
+  /// Only the listed keys of a body; else the error naming the first other.
+  static std::optional<http::response> only_keys(const json::object& o,
+                                                 std::initializer_list<std::string_view> keys) {
+    for (auto& [k, v] : o)
+      if (std::find(keys.begin(), keys.end(), std::string_view{k}) == keys.end())
+        return error(400, "invalid_request", "unknown field", std::string{k});
+    return std::nullopt;
+  }
+
+  /// A text field of at most 2000 bytes; required when `required`.
+  static std::optional<http::response> text_field(const json::object& o, std::string_view name,
+                                                  bool required, std::string& out) {
+    auto* v = o.if_contains(name);
+    if (v == nullptr) {
+      if (required)
+        return error(400, "invalid_request", "required", name);
+      return std::nullopt;
+    }
+    if (!v->is_string())
+      return error(400, "invalid_request", "must be a string", name);
+    out = std::string{v->as_string()};
+    if (required && out.empty())
+      return error(400, "invalid_request", "must not be empty", name);
+    if (out.size() > 2000)
+      return error(400, "invalid_request", "at most 2000 bytes", name);
+    return std::nullopt;
+  }
+
+  static std::optional<http::response> decided(const std::string& result) {
+    if (result == "finished")
+      return error(409, "conflict", "the job has finished: nothing to decide");
+    if (result == "not_found")
+      return error(404, "not_found", "no such job");
+    return std::nullopt;
+  }
+
+  void task_changed_now(int64_t id) {
+    std::lock_guard guard{view_mtx};
+    views.erase(id);
+  }
+};
+
+service::service(service_options opts) : impl_(std::make_unique<impl>(std::move(opts))) {
+  impl_->watcher = std::thread{[this] { impl_->watch(); }};
+}
+
+service::~service() {
+  stop();
+}
+
+void service::stop() {
+  {
+    std::lock_guard guard{impl_->wait_mtx};
+    if (impl_->stopping)
+      return;
+    impl_->stopping = true;
+  }
+  impl_->wait_cv.notify_all();
+  if (impl_->watcher.joinable())
+    impl_->watcher.join();
+}
+
+std::uint64_t service::view_queries() const noexcept {
+  return impl_->queries.load();
+}
+
+void service::task_changed(const std::vector<int64_t>& ids) {
+  {
+    std::lock_guard guard{impl_->view_mtx};
+    if (ids.empty())
+      impl_->views.clear();
+    for (auto id : ids)
+      impl_->views.erase(id);
+  }
+  {
+    std::lock_guard guard{impl_->wait_mtx};
+    if (ids.empty())
+      impl_->all_changed = true;
+    impl_->changed.insert(ids.begin(), ids.end());
+  }
+  impl_->wait_cv.notify_all();
+}
+
+void service::add_routes(http::router& r) {
+  auto* m = impl_.get();
+  r.on_async("GET", "/api/v2/jobs/{id}",
+             [m](const http::request& req, http::responder respond) { m->get_job(req, respond); });
+  r.on_async("GET", "/api/v2/jobs",
+             [m](const http::request& req, http::responder respond) { m->list_jobs(req, respond); });
+  r.on_async("POST", "/api/v2/jobs",
+             [m](const http::request& req, http::responder respond) { m->post_jobs(req, respond); });
+  r.on_async("POST", "/api/v2/jobs/{id}/approve",
+             [m](const http::request& req, http::responder respond) {
+               m->change_job(req, respond,
+                             [m](int64_t id, const json::object& o,
+                                 const std::string& who) -> std::optional<http::response> {
+                               std::string note;
+                               if (auto e = impl::only_keys(o, {"note"}))
+                                 return e;
+                               if (auto e = impl::text_field(o, "note", false, note))
+                                 return e;
+                               auto conn = m->pool.acquire();
+                               return impl::decided(store::store{*conn}.approve(id, who, note));
+                             });
+             });
+  r.on_async("POST", "/api/v2/jobs/{id}/reject",
+             [m](const http::request& req, http::responder respond) {
+               m->change_job(req, respond,
+                             [m](int64_t id, const json::object& o,
+                                 const std::string& who) -> std::optional<http::response> {
+                               std::string reason;
+                               if (auto e = impl::only_keys(o, {"reason"}))
+                                 return e;
+                               if (auto e = impl::text_field(o, "reason", true, reason))
+                                 return e;
+                               auto conn = m->pool.acquire();
+                               return impl::decided(store::store{*conn}.reject(id, who, reason));
+                             });
+             });
+  r.on_async("POST", "/api/v2/jobs/{id}/cancel",
+             [m](const http::request& req, http::responder respond) {
+               m->change_job(req, respond,
+                             [m](int64_t id, const json::object& o,
+                                 const std::string&) -> std::optional<http::response> {
+                               if (auto e = impl::only_keys(o, {}))
+                                 return e;
+                               auto conn = m->pool.acquire();
+                               auto state = conn->query("SELECT state::text FROM tasks "
+                                                        "WHERE id = $1",
+                                                        id)
+                                              .str(0, 0);
+                               if (state == "completed" || state == "partially_completed"
+                                   || state == "failed" || state == "cancelled")
+                                 return error(409, "conflict",
+                                              "the job has finished (" + state + ")");
+                               store::store{*conn}.cancel(id);
+                               return std::nullopt;
+                             });
+             });
+  r.on_async("PATCH", "/api/v2/jobs/{id}",
+             [m](const http::request& req, http::responder respond) {
+               m->change_job(req, respond,
+                             [m](int64_t id, const json::object& o,
+                                 const std::string&) -> std::optional<http::response> {
+                               if (auto e = impl::only_keys(o, {"priority"}))
+                                 return e;
+                               auto* v = o.if_contains("priority");
+                               auto prio = v != nullptr && v->is_string()
+                                             ? store::parse_priority(v->as_string())
+                                             : std::nullopt;
+                               if (!prio)
+                                 return error(400, "invalid_request",
+                                              "priority is high, normal or low", "priority");
+                               auto conn = m->pool.acquire();
+                               store::store{*conn}.set_priority(id, *prio);
+                               return std::nullopt;
+                             });
+             });
+}
+
+} // namespace spool::api
