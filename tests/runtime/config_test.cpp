@@ -821,7 +821,7 @@ TEST_CASE("restart_required names the changed properties that need a restart",
 }
 
 TEST_CASE("restart-only properties are the locations, the database "
-          "connection settings and the HTTP endpoint",
+          "connection settings and the HTTP endpoints",
           "[config]") {
   names restart;
   for (const auto& p : describe())
@@ -833,7 +833,8 @@ TEST_CASE("restart-only properties are the locations, the database "
                  "worker.db_keepalives_idle_s",
                  "worker.db_keepalives_interval_s",
                  "worker.db_keepalives_count", "worker.db_tcp_user_timeout_s", "http",
-                 "http.listen", "http.cluster_metrics"});
+                 "http.listen", "http.cluster_metrics", "api", "api.listen",
+                 "api.requests_per_s", "api.burst", "api.max_request_bytes"});
 }
 
 // -- topology and helpers -----------------------------------------------------

@@ -55,7 +55,8 @@ std::string read_text(const std::string& path) {
 }
 
 http_reply http_request(int port, const std::string& method, const std::string& path,
-                        double timeout_s, const std::string& body) {
+                        double timeout_s, const std::string& body,
+                        const std::vector<std::string>& headers) {
   http_reply out;
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0)
@@ -69,7 +70,9 @@ http_reply http_request(int port, const std::string& method, const std::string& 
     return out;
   }
   std::string req = method + " " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n";
-  if (!body.empty() || method == "POST")
+  for (const auto& h : headers)
+    req += h + "\r\n";
+  if (!body.empty() || method == "POST" || method == "PATCH")
     req += "Content-Length: " + std::to_string(body.size()) + "\r\n";
   req += "\r\n" + body;
   for (size_t sent = 0; sent < req.size();) {

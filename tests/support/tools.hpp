@@ -3,6 +3,7 @@
 // plain HTTP/1.1 to a server under test.
 
 #include <string>
+#include <vector>
 
 namespace spool::test {
 
@@ -30,9 +31,11 @@ struct http_reply {
 };
 
 /// `method path` to 127.0.0.1:port over a new connection (HTTP/1.1,
-/// Connection: close), waiting at most `timeout_s` for the whole answer.
+/// Connection: close), with `headers` ("Name: value" each), waiting at most
+/// `timeout_s` for the whole answer.
 http_reply http_request(int port, const std::string& method, const std::string& path,
-                        double timeout_s = 10, const std::string& body = {});
+                        double timeout_s = 10, const std::string& body = {},
+                        const std::vector<std::string>& headers = {});
 inline http_reply http_get(int port, const std::string& path, double timeout_s = 10) {
   return http_request(port, "GET", path, timeout_s);
 }

@@ -1,0 +1,318 @@
+// The client API against a real `spool serve`, a real worker and a real
+// database: tokens and who sees what, enqueue with idempotency keys,
+// validation errors naming the field, pagination, ETag and a long poll woken
+// by an approval, the approval gate through the API, rate limits, revoked
+// tokens, and the open mode on loopback.
+
+#include "tests/support/tools.hpp"
+#include "tests/support/worker_fixture.hpp"
+
+#include <boost/json.hpp>
+
+#include <csignal>
+#include <future>
+#include <set>
+
+using namespace spool;
+using namespace spool::test;
+namespace json = boost::json;
+
+namespace {
+
+/// storyboard -> video (behind the approval gate).
+std::string api_config(double requests_per_s = 1000, double burst = 1000) {
+  return temp_file(R"({"worker": {"idle_poll_s": 0.2, "heartbeat_interval_s": 0.5,
+    "rescue_interval_s": 0.5, "shutdown_grace_s": 5, "lease_s": 3},
+    "api": {"requests_per_s": )" + std::to_string(requests_per_s)
+                   + R"(, "burst": )" + std::to_string(burst) + R"(},
+    "stages": [
+      {"name": "storyboard", "executor": {"latency": {"dist": "fixed", "ms": 5}}},
+      {"name": "video", "after": ["storyboard"], "approval": true,
+       "executor": {"latency": {"dist": "fixed", "ms": 5}}}]})");
+}
+
+/// A running `spool serve`, with the port it printed.
+struct server {
+  spool_process proc;
+  int port = 0;
+
+  server(const std::string& cfg, const std::map<std::string, std::string>& env)
+    : proc({"serve", "--config", cfg, "--http", "127.0.0.1:0"}, env) {
+    REQUIRE(eventually([&] {
+      auto out = proc.output();
+      auto at = out.find("spool serve: http://127.0.0.1:");
+      if (at == std::string::npos)
+        return false;
+      port = std::stoi(out.substr(at + 30));
+      return true;
+    }));
+  }
+  ~server() {
+    proc.signal(SIGTERM);
+    proc.wait(10);
+  }
+};
+
+struct reply {
+  int status = 0;
+  json::value body;
+  std::string headers;
+  std::string raw;
+
+  std::string header(const std::string& name) const {
+    auto lower = [](std::string s) {
+      for (auto& c : s)
+        c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      return s;
+    };
+    auto h = lower(headers);
+    auto at = h.find("\r\n" + lower(name) + ":");
+    if (at == std::string::npos)
+      return {};
+    auto start = at + name.size() + 3;
+    auto end = headers.find("\r\n", start);
+    auto v = headers.substr(start, end - start);
+    return v.substr(v.find_first_not_of(' '));
+  }
+  std::string error_field() const {
+    return std::string{body.at("error").as_object().if_contains("field")
+                         ? body.at("error").at("field").as_string()
+                         : ""};
+  }
+};
+
+/// One request with a token ("" for none) and extra headers.
+reply call(int port, const std::string& method, const std::string& path,
+           const std::string& token, const std::string& body = {},
+           const std::vector<std::string>& headers = {}, double timeout_s = 10) {
+  auto all = headers;
+  if (!token.empty())
+    all.push_back("Authorization: Bearer " + token);
+  auto r = http_request(port, method, path, timeout_s, body, all);
+  reply out;
+  out.status = r.status;
+  out.headers = "\r\n" + r.headers;
+  out.raw = r.body;
+  json::error_code ec;
+  if (!r.body.empty())
+    out.body = json::parse(r.body, ec);
+  return out;
+}
+
+std::string make_token(const std::map<std::string, std::string>& env,
+                       const std::vector<std::string>& args) {
+  std::vector<std::string> a{"token", "create"};
+  a.insert(a.end(), args.begin(), args.end());
+  auto r = run_spool(a, env);
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  auto t = r.out.substr(0, r.out.find('\n'));
+  REQUIRE(t.starts_with("spool_"));
+  return t;
+}
+
+} // namespace
+
+TEST_CASE_METHOD(worker_fixture,
+                 "the client API: tokens, who sees what, enqueue, errors, pagination, ETag, a "
+                 "long poll woken by an approval, revocation",
+                 "[db][api]") {
+  auto cfg = api_config();
+  auto acme = make_token(env, {"--client", "acme", "--name", "acme's app"});
+  auto globex = make_token(env, {"--client", "globex"});
+  auto admin = make_token(env, {"--admin"});
+  auto listed = run_spool({"token", "list", "--json"}, env);
+  REQUIRE(listed.exit_code == 0);
+  CHECK(listed.out.find(acme) == std::string::npos); // never the secret
+  CHECK(scalar("SELECT count(*) FROM spool_api_tokens WHERE hash = sha256(convert_to('" + acme
+               + "', 'UTF8'))")
+        == 1);
+  server s{cfg, env};
+
+  // No token, a made-up one.
+  CHECK(call(s.port, "GET", "/api/v2/jobs", "").status == 401);
+  CHECK(call(s.port, "GET", "/api/v2/jobs", "spool_" + std::string(40, '0')).status == 401);
+
+  // Enqueue: one job; the same Idempotency-Key again gives the same job; the
+  // same key from another client is that client's own.
+  auto one = call(s.port, "POST", "/api/v2/jobs", acme,
+                  R"({"channel_id": "UCacme", "payload": {"title": "t", "duration_s": 10}})",
+                  {"Idempotency-Key: order-1"});
+  REQUIRE(one.status == 201);
+  auto id = one.body.at("id").as_int64();
+  CHECK(one.body.at("created").as_bool());
+  auto again = call(s.port, "POST", "/api/v2/jobs", acme, R"({"channel_id": "UCacme"})",
+                    {"Idempotency-Key: order-1"});
+  CHECK(again.status == 200);
+  CHECK(again.body.at("id").as_int64() == id);
+  CHECK_FALSE(again.body.at("created").as_bool());
+  auto theirs = call(s.port, "POST", "/api/v2/jobs", globex, R"({"channel_id": "UCglobex"})",
+                     {"Idempotency-Key: order-1"});
+  CHECK(theirs.status == 201);
+  CHECK(theirs.body.at("id").as_int64() != id);
+  CHECK(text("SELECT client_id FROM tasks WHERE id = " + std::to_string(id)) == "acme");
+  // A client cannot enqueue for another.
+  auto forged = call(s.port, "POST", "/api/v2/jobs", acme,
+                     R"({"channel_id": "UCx", "client_id": "globex"})");
+  CHECK(forged.status == 403);
+  CHECK(forged.error_field() == "client_id");
+
+  // Bad input names the field; nothing of a bad batch is enqueued.
+  auto before = scalar("SELECT count(*) FROM tasks");
+  auto bad = call(s.port, "POST", "/api/v2/jobs", acme,
+                  R"({"jobs": [{"channel_id": "UCok"}, {"channel_id": "UCok", "priority": "urgent"}]})");
+  CHECK(bad.status == 400);
+  CHECK(bad.error_field() == "jobs[1].priority");
+  CHECK(call(s.port, "POST", "/api/v2/jobs", acme, "{not json").status == 400);
+  CHECK(call(s.port, "POST", "/api/v2/jobs", acme, R"({"jobs": []})").status == 400);
+  CHECK(scalar("SELECT count(*) FROM tasks") == before);
+
+  // Who sees what.
+  CHECK(call(s.port, "GET", "/api/v2/jobs/" + std::to_string(id), globex).status == 404);
+  CHECK(call(s.port, "POST", "/api/v2/jobs/" + std::to_string(id) + "/cancel", globex).status
+        == 404);
+  CHECK(call(s.port, "GET", "/api/v2/jobs/" + std::to_string(id), admin).status == 200);
+  CHECK(call(s.port, "GET", "/api/v2/jobs?client=acme", globex).status == 403);
+  auto view = call(s.port, "GET", "/api/v2/jobs/" + std::to_string(id), acme);
+  REQUIRE(view.status == 200);
+  CHECK(view.body.at("client_id").as_string() == "acme");
+  CHECK(view.body.at("stages").as_array().size() == 2);
+  auto etag = view.header("ETag");
+  REQUIRE_FALSE(etag.empty());
+  CHECK(call(s.port, "GET", "/api/v2/jobs/" + std::to_string(id), acme, {},
+             {"If-None-Match: " + etag})
+          .status
+        == 304);
+
+  // Pagination: 5 more of acme's, 2 a page, newest first, each once.
+  auto five = call(s.port, "POST", "/api/v2/jobs", acme,
+                   R"([{"channel_id": "a"}, {"channel_id": "b"}, {"channel_id": "c"},
+                       {"channel_id": "d"}, {"channel_id": "e"}])");
+  REQUIRE(five.status == 201);
+  std::set<int64_t> seen;
+  std::string after;
+  int pages = 0;
+  int64_t last = INT64_MAX;
+  for (;;) {
+    auto page = call(s.port, "GET",
+                     "/api/v2/jobs?limit=2" + (after.empty() ? "" : "&after=" + after), acme);
+    REQUIRE(page.status == 200);
+    ++pages;
+    for (auto& j : page.body.at("jobs").as_array()) {
+      auto jid = j.at("id").as_int64();
+      CHECK(j.at("client_id").as_string() == "acme");
+      CHECK(jid < last);
+      last = jid;
+      CHECK(seen.insert(jid).second);
+    }
+    if (page.body.at("next").is_null())
+      break;
+    after = std::string{page.body.at("next").as_string()};
+  }
+  CHECK(seen.size() == 6);
+  CHECK(pages == 3);
+  CHECK(call(s.port, "GET", "/api/v2/jobs?state=nonsense", acme).error_field() == "state");
+  CHECK(call(s.port, "GET", "/api/v2/jobs?limit=0", acme).error_field() == "limit");
+
+  // The approval gate through the API, with a long poll woken by it.
+  spool_process w{{"run", "--config", cfg}, env};
+  REQUIRE(wait_for("SELECT count(*) FROM tasks WHERE id = " + std::to_string(id)
+                     + " AND state = 'awaiting_approval'",
+                   1));
+  auto waiting = call(s.port, "GET", "/api/v2/jobs/" + std::to_string(id), acme);
+  CHECK(waiting.body.at("state").as_string() == "awaiting_approval");
+  CHECK(waiting.body.at("stages").as_array()[1].at("awaits_approval").as_bool());
+  auto poll = std::async(std::launch::async, [&] {
+    auto t0 = std::chrono::steady_clock::now();
+    auto r = call(s.port, "GET", "/api/v2/jobs/" + std::to_string(id) + "?wait=25", acme, {},
+                  {"If-None-Match: " + waiting.header("ETag")}, 30);
+    return std::pair{r, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+                          .count()};
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds{500});
+  CHECK(call(s.port, "POST", "/api/v2/jobs/" + std::to_string(id) + "/reject", acme, "{}")
+          .error_field()
+        == "reason");
+  CHECK(call(s.port, "POST", "/api/v2/jobs/" + std::to_string(id) + "/approve", acme,
+             R"({"note": "ok", "extra": 1})")
+          .error_field()
+        == "extra");
+  auto approved = call(s.port, "POST", "/api/v2/jobs/" + std::to_string(id) + "/approve", acme,
+                       R"({"note": "storyboard ok"})");
+  REQUIRE(approved.status == 200);
+  CHECK(approved.body.at("approved").as_bool());
+  CHECK(approved.body.at("review").at("note").as_string() == "storyboard ok");
+  auto [woken, seconds] = poll.get();
+  CHECK(woken.status == 200);
+  CHECK(seconds < 20); // woken by the change, not by the 25 s deadline
+  CHECK(woken.header("ETag") != waiting.header("ETag"));
+  REQUIRE(wait_for("SELECT count(*) FROM tasks WHERE id = " + std::to_string(id)
+                     + " AND state = 'completed'",
+                   1));
+  CHECK(call(s.port, "POST", "/api/v2/jobs/" + std::to_string(id) + "/cancel", acme).status
+        == 409);
+  CHECK(call(s.port, "PATCH", "/api/v2/jobs/" + std::to_string(id), acme,
+             R"({"priority": "urgent"})")
+          .error_field()
+        == "priority");
+  // A rejected job ends cancelled with the reason.
+  auto other = call(s.port, "POST", "/api/v2/jobs", acme, R"({"channel_id": "UCz"})");
+  auto other_id = std::to_string(other.body.at("id").as_int64());
+  REQUIRE(wait_for("SELECT count(*) FROM tasks WHERE id = " + other_id
+                     + " AND state = 'awaiting_approval'",
+                   1));
+  auto rejected = call(s.port, "POST", "/api/v2/jobs/" + other_id + "/reject", acme,
+                       R"({"reason": "off brand"})");
+  CHECK(rejected.status == 200);
+  CHECK(rejected.body.at("state").as_string() == "cancelled");
+  CHECK(rejected.body.at("error").as_string() == "rejected: off brand");
+
+  // A revoked token stops working within its cache time.
+  auto id_of_globex = text("SELECT id::text FROM spool_api_tokens WHERE client_id = 'globex'");
+  REQUIRE(run_spool({"token", "revoke", id_of_globex}, env).exit_code == 0);
+  CHECK(eventually([&] { return call(s.port, "GET", "/api/v2/jobs", globex).status == 401; },
+                   20, std::chrono::milliseconds{500}));
+  CHECK(call(s.port, "GET", "/api/v2/jobs", acme).status == 200);
+  w.signal(SIGTERM);
+  CHECK(w.wait(30) == 0);
+}
+
+TEST_CASE_METHOD(worker_fixture, "the client API limits each token's request rate",
+                 "[db][api]") {
+  auto cfg = api_config(2, 5);
+  auto token = make_token(env, {"--client", "acme"});
+  server s{cfg, env};
+  int ok = 0, limited = 0;
+  std::string retry_after;
+  for (int i = 0; i < 12; ++i) {
+    auto r = call(s.port, "GET", "/api/v2/jobs", token);
+    if (r.status == 200)
+      ++ok;
+    if (r.status == 429) {
+      ++limited;
+      retry_after = r.header("Retry-After");
+      CHECK(r.body.at("error").at("code").as_string() == "rate_limited");
+    }
+  }
+  CHECK(ok >= 5);
+  CHECK(ok <= 7); // the burst, and what refilled meanwhile
+  CHECK(limited == 12 - ok);
+  CHECK_FALSE(retry_after.empty());
+}
+
+TEST_CASE_METHOD(worker_fixture,
+                 "without any token the API is open on loopback only, and closes once a token "
+                 "exists",
+                 "[db][api]") {
+  auto cfg = api_config();
+  auto refused = run_spool({"serve", "--config", cfg, "--http", "0.0.0.0:0"}, env);
+  CHECK(refused.exit_code == 2);
+  CHECK_THAT(refused.err, Catch::Contains("no API token exists"));
+  server s{cfg, env};
+  CHECK_THAT(s.proc.output(), Catch::Contains("open: no API token exists yet"));
+  CHECK(call(s.port, "POST", "/api/v2/jobs", "", R"({"channel_id": "UCopen"})").status == 201);
+  CHECK(call(s.port, "GET", "/api/v2/jobs", "").status == 200);
+  make_token(env, {"--admin"});
+  CHECK(eventually([&] { return call(s.port, "GET", "/api/v2/jobs", "").status == 401; }, 15,
+                   std::chrono::milliseconds{250}));
+}
