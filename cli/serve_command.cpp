@@ -125,6 +125,7 @@ int serve(const global_options& g, const serve_options& o) {
   http::monitoring_options mo;
   mo.database_url = url;
   mo.config = [cfg] { return cfg; };
+  mo.extra_metrics = [&svc] { return svc.render_metrics(); };
   http::monitoring mon{mo};
   http::router routes;
   svc.add_routes(routes);

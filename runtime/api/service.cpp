@@ -2,6 +2,7 @@
 
 #include "runtime/api/tokens.hpp"
 #include "runtime/config/enqueue.hpp"
+#include "runtime/metrics.hpp"
 #include "runtime/pg/pool.hpp"
 #include "runtime/store/store.hpp"
 #include "runtime/store/task_input.hpp"
@@ -139,7 +140,17 @@ struct bucket {
 struct service::impl {
   service_options opts;
   pg::pool pool;
-  std::atomic<std::uint64_t> queries{0};
+  metrics::registry reg;
+  metrics::family<metrics::counter>& requests =
+    reg.counters("spool_api_requests_total", "Requests answered, by method and status.",
+                 {"method", "status"});
+  metrics::counter& queries =
+    reg.counters("spool_api_view_reads_total",
+                 "Database reads of job views and lists (the other answers came from the "
+                 "cache).")
+      .with({});
+  metrics::gauge& long_polls =
+    reg.gauges("spool_api_long_polls", "Long polls waiting for their job to change.").with({});
 
   std::mutex auth_mtx;
   std::map<std::string, std::pair<std::optional<principal>, steady::time_point>> auth_cache;
@@ -283,7 +294,7 @@ struct service::impl {
   // -- views ------------------------------------------------------------------------
 
   std::optional<view> read_view(int64_t id) {
-    ++queries;
+    queries.inc();
     auto conn = pool.acquire();
     auto r = conn->query(view_sql, id);
     if (r.rows() == 0) {
@@ -481,7 +492,7 @@ struct service::impl {
         }
         after = *n;
       }
-      ++queries;
+      queries.inc();
       auto conn = pool.acquire();
       auto r = conn->query(
         "SELECT json_build_object('id', id, 'client_id', client_id, 'campaign_id', campaign_id, "
@@ -727,7 +738,7 @@ void service::stop() {
 }
 
 std::uint64_t service::view_queries() const noexcept {
-  return impl_->queries.load();
+  return static_cast<std::uint64_t>(impl_->queries.value());
 }
 
 void service::task_changed(const std::vector<int64_t>& ids) {
@@ -747,16 +758,43 @@ void service::task_changed(const std::vector<int64_t>& ids) {
   impl_->wait_cv.notify_all();
 }
 
+std::string service::render_metrics() const {
+  auto& m = *impl_;
+  std::size_t waiting = 0;
+  {
+    std::lock_guard guard{m.wait_mtx};
+    for (auto& [id, ws] : m.waiters)
+      waiting += ws.size();
+  }
+  m.long_polls.set(static_cast<double>(waiting));
+  return m.reg.render();
+}
+
 void service::add_routes(http::router& r) {
   auto* m = impl_.get();
+  // Every answer is counted by method and status.
+  auto counted = [m](const char* method, auto handle) {
+    return [m, method, handle](const http::request& req, http::responder respond) {
+      handle(req, [m, method, respond = std::move(respond)](http::response res) {
+        m->requests.with({method, std::to_string(res.status)}).inc();
+        respond(std::move(res));
+      });
+    };
+  };
   r.on_async("GET", "/api/v2/jobs/{id}",
-             [m](const http::request& req, http::responder respond) { m->get_job(req, respond); });
+             counted("GET", [m](const http::request& req, http::responder respond) {
+               m->get_job(req, respond);
+             }));
   r.on_async("GET", "/api/v2/jobs",
-             [m](const http::request& req, http::responder respond) { m->list_jobs(req, respond); });
+             counted("GET", [m](const http::request& req, http::responder respond) {
+               m->list_jobs(req, respond);
+             }));
   r.on_async("POST", "/api/v2/jobs",
-             [m](const http::request& req, http::responder respond) { m->post_jobs(req, respond); });
+             counted("POST", [m](const http::request& req, http::responder respond) {
+               m->post_jobs(req, respond);
+             }));
   r.on_async("POST", "/api/v2/jobs/{id}/approve",
-             [m](const http::request& req, http::responder respond) {
+             counted("POST", [m](const http::request& req, http::responder respond) {
                m->change_job(req, respond,
                              [m](int64_t id, const json::object& o,
                                  const std::string& who) -> std::optional<http::response> {
@@ -768,9 +806,9 @@ void service::add_routes(http::router& r) {
                                auto conn = m->pool.acquire();
                                return impl::decided(store::store{*conn}.approve(id, who, note));
                              });
-             });
+             }));
   r.on_async("POST", "/api/v2/jobs/{id}/reject",
-             [m](const http::request& req, http::responder respond) {
+             counted("POST", [m](const http::request& req, http::responder respond) {
                m->change_job(req, respond,
                              [m](int64_t id, const json::object& o,
                                  const std::string& who) -> std::optional<http::response> {
@@ -782,9 +820,9 @@ void service::add_routes(http::router& r) {
                                auto conn = m->pool.acquire();
                                return impl::decided(store::store{*conn}.reject(id, who, reason));
                              });
-             });
+             }));
   r.on_async("POST", "/api/v2/jobs/{id}/cancel",
-             [m](const http::request& req, http::responder respond) {
+             counted("POST", [m](const http::request& req, http::responder respond) {
                m->change_job(req, respond,
                              [m](int64_t id, const json::object& o,
                                  const std::string&) -> std::optional<http::response> {
@@ -802,9 +840,9 @@ void service::add_routes(http::router& r) {
                                store::store{*conn}.cancel(id);
                                return std::nullopt;
                              });
-             });
+             }));
   r.on_async("PATCH", "/api/v2/jobs/{id}",
-             [m](const http::request& req, http::responder respond) {
+             counted("PATCH", [m](const http::request& req, http::responder respond) {
                m->change_job(req, respond,
                              [m](int64_t id, const json::object& o,
                                  const std::string&) -> std::optional<http::response> {
@@ -821,7 +859,7 @@ void service::add_routes(http::router& r) {
                                store::store{*conn}.set_priority(id, *prio);
                                return std::nullopt;
                              });
-             });
+             }));
 }
 
 } // namespace spool::api

@@ -80,9 +80,14 @@ public:
   /// Idempotent.
   void stop();
 
-  /// Database statements run for job views and polls so far (for the
-  /// polling benchmark).
+  /// Database statements run for job views and lists so far.
   std::uint64_t view_queries() const noexcept;
+
+  /// The service's metrics in the Prometheus text format: requests by
+  /// method and status (spool_api_requests_total), database reads of job
+  /// views and lists (spool_api_view_reads_total), long polls waiting
+  /// (spool_api_long_polls).
+  std::string render_metrics() const;
 
 private:
   struct impl;

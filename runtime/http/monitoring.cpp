@@ -52,6 +52,8 @@ response monitoring::metrics() {
     database_problem(); // refreshes spool_database_up
   auto res = response::text(200, opts_.metrics ? opts_.metrics->render() : std::string{});
   res.content_type = "text/plain; version=0.0.4; charset=utf-8";
+  if (opts_.extra_metrics)
+    res.body += opts_.extra_metrics();
   if (!opts_.cluster_metrics)
     return res;
   std::lock_guard guard{db_mtx_};

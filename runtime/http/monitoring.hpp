@@ -42,6 +42,9 @@ struct monitoring_options {
   std::function<std::string()> health;
   /// Whether the worker drains (then it is not ready). Null: never.
   std::function<bool()> draining;
+  /// More metrics in the text format, appended to /metrics (the client
+  /// API's). Null: none.
+  std::function<std::string()> extra_metrics;
   /// The configuration in force (stage limits for stuck runs, the names of
   /// stages and providers).
   std::function<std::shared_ptr<const config::snapshot>()> config;
