@@ -13,6 +13,7 @@ cd "$(dirname "$0")"
 packages=(
   g++ cmake ninja-build ccache pkg-config
   libcaf-dev libpq-dev libboost-json1.81-dev libspdlog-dev catch2 libcli11-dev
+  libssl-dev # SHA-256 of uploaded assets (libcrypto)
   postgresql-15 postgresql-client-15
   ffmpeg espeak-ng sox fonts-dejavu-core python3 procps
   prometheus # promtool: the tests check the metrics exposition with Prometheus's own linter

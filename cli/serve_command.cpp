@@ -13,6 +13,7 @@
 #include <atomic>
 #include <charconv>
 #include <csignal>
+#include <filesystem>
 #include <cstdio>
 #include <iostream>
 #include <pthread.h>
@@ -118,6 +119,9 @@ int serve(const global_options& g, const serve_options& o) {
   api::service_options ao;
   ao.database_url = url;
   ao.config = cfg;
+  ao.assets_dir = data_dir_for(*cfg) + "/assets";
+  std::filesystem::create_directories(ao.assets_dir + "/.incoming");
+  so.spool_dir = ao.assets_dir + "/.incoming";
   ao.open_without_tokens = local;
   ao.requests_per_s = cfg->api.requests_per_s;
   ao.burst = cfg->api.burst;
@@ -127,6 +131,7 @@ int serve(const global_options& g, const serve_options& o) {
   mo.config = [cfg] { return cfg; };
   mo.extra_metrics = [&svc] { return svc.render_metrics(); };
   http::monitoring mon{mo};
+  so.streamed_body = [&svc](const http::request& req) { return svc.streamed_body(req); };
   http::router routes;
   svc.add_routes(routes);
   mon.add_routes(routes);

@@ -1,5 +1,6 @@
 #include "runtime/api/service.hpp"
 
+#include "runtime/api/assets.hpp"
 #include "runtime/api/tokens.hpp"
 #include "runtime/config/enqueue.hpp"
 #include "runtime/metrics.hpp"
@@ -14,6 +15,8 @@
 #include <atomic>
 #include <charconv>
 #include <condition_variable>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -627,6 +630,137 @@ struct service::impl {
     });
   }
 
+  /// The directory of a principal's assets ("_admin" for an admin's own).
+  std::string asset_dir(const std::string& client) const {
+    return opts.assets_dir + "/" + (client.empty() ? std::string{"_admin"} : client);
+  }
+
+  void upload(const http::request& req, const http::responder& respond) {
+    guarded(req, respond, [&](const principal& p) {
+      auto client = p.client_id;
+      if (auto c = req.query_param("client"); !c.empty()) {
+        if (!p.admin() && c != p.client_id) {
+          respond(error(403, "forbidden", "this token uploads for client " + p.client_id,
+                        "client"));
+          return;
+        }
+        if (!store::valid_channel_id(c)) {
+          respond(error(400, "invalid_request",
+                        "a client id is 1-128 letters, digits and _ - . : @", "client"));
+          return;
+        }
+        client = c;
+      }
+      if (req.body_file.empty()) {
+        respond(error(400, "invalid_request", "send the asset's bytes as the request body"));
+        return;
+      }
+      std::error_code ec;
+      auto bytes = std::filesystem::file_size(req.body_file, ec);
+      if (ec || bytes == 0) {
+        respond(error(400, "invalid_request", "the body is empty"));
+        return;
+      }
+      std::string head(16, '\0');
+      {
+        std::ifstream in(req.body_file, std::ios::binary);
+        in.read(head.data(), 16);
+        head.resize(static_cast<std::size_t>(in.gcount()));
+      }
+      auto type = sniff_type(head);
+      if (!type) {
+        // The server removes the file once this answer is written.
+        respond(error(415, "unsupported_media_type",
+                      "the content is not PNG, JPEG, WebP, MP4, MOV, WAV or MP3 (told by its "
+                      "first bytes, not its name)"));
+        return;
+      }
+      auto sha = sha256_file(req.body_file);
+      auto dir = asset_dir(client);
+      std::filesystem::create_directories(dir, ec);
+      auto name = sha + "." + std::string{type->extension};
+      auto dest = dir + "/" + name;
+      bool created = !std::filesystem::exists(dest, ec);
+      if (created) {
+        std::filesystem::rename(req.body_file, dest, ec);
+        if (ec) {
+          respond(error(503, "unavailable", "storing the asset failed: " + ec.message()));
+          return;
+        }
+      }
+      auto url = "/api/v2/assets/" + (client.empty() ? std::string{"_admin"} : client) + "/"
+                 + name;
+      auto res = ok_json(created ? 201 : 200,
+                         json::object{{"url", url},
+                                      {"sha256", sha},
+                                      {"type", type->mime},
+                                      {"bytes", bytes},
+                                      {"created", created}});
+      res.headers.emplace_back("Location", url);
+      respond(std::move(res));
+    });
+  }
+
+  void get_asset(const http::request& req, const http::responder& respond) {
+    guarded(req, respond, [&](const principal& p) {
+      std::string client{req.param("client")};
+      std::string name{req.param("name")};
+      bool own = p.admin() || client == p.client_id;
+      if (!own || !valid_asset_name(name)
+          || !(client == "_admin" || store::valid_channel_id(client))) {
+        respond(error(404, "not_found", "no such asset"));
+        return;
+      }
+      auto path = asset_dir(client == "_admin" ? "" : client) + "/" + name;
+      std::error_code ec;
+      auto size = std::filesystem::file_size(path, ec);
+      if (ec) {
+        respond(error(404, "not_found", "no such asset"));
+        return;
+      }
+      auto mime = std::string{mime_of_extension(name.substr(65))};
+      auto ranged = parse_range(req.header("Range"), size);
+      if (!ranged.satisfiable) {
+        auto res = error(416, "range_not_satisfiable",
+                         "the asset has " + std::to_string(size) + " bytes");
+        res.headers.emplace_back("Content-Range", "bytes */" + std::to_string(size));
+        respond(std::move(res));
+        return;
+      }
+      if (!ranged.range) {
+        http::response res;
+        res.content_type = mime;
+        res.file = path;
+        res.headers.emplace_back("Accept-Ranges", "bytes");
+        res.headers.emplace_back("Cache-Control", "private, max-age=31536000, immutable");
+        respond(std::move(res));
+        return;
+      }
+      // A range is read into memory, at most 8 MiB of it (a client asking
+      // for more, as players do with "bytes=0-", gets the first 8 MiB and
+      // asks again).
+      auto r = *ranged.range;
+      r.last = std::min<std::uint64_t>(r.last, r.first + (8u << 20) - 1);
+      std::string body(static_cast<std::size_t>(r.last - r.first + 1), '\0');
+      std::ifstream in(path, std::ios::binary);
+      in.seekg(static_cast<std::streamoff>(r.first));
+      in.read(body.data(), static_cast<std::streamsize>(body.size()));
+      if (!in) {
+        respond(error(503, "unavailable", "reading the asset failed"));
+        return;
+      }
+      http::response res;
+      res.status = 206;
+      res.content_type = mime;
+      res.body = std::move(body);
+      res.headers.emplace_back("Accept-Ranges", "bytes");
+      res.headers.emplace_back("Content-Range", "bytes " + std::to_string(r.first) + "-"
+                                                  + std::to_string(r.last) + "/"
+                                                  + std::to_string(size));
+      respond(std::move(res));
+    });
+  }
+
   /// The job's client, for an access check before a change; nullopt when
   /// there is no such job.
   std::optional<std::string> client_of(int64_t id) {
@@ -758,6 +892,12 @@ void service::task_changed(const std::vector<int64_t>& ids) {
   impl_->wait_cv.notify_all();
 }
 
+std::optional<std::size_t> service::streamed_body(const http::request& req) const {
+  if (req.method == "POST" && req.path == "/api/v2/upload-asset")
+    return max_asset_bytes;
+  return std::nullopt;
+}
+
 std::string service::render_metrics() const {
   auto& m = *impl_;
   std::size_t waiting = 0;
@@ -781,6 +921,14 @@ void service::add_routes(http::router& r) {
       });
     };
   };
+  r.on_async("POST", "/api/v2/upload-asset",
+             counted("POST", [m](const http::request& req, http::responder respond) {
+               m->upload(req, respond);
+             }));
+  r.on_async("GET", "/api/v2/assets/{client}/{name}",
+             counted("GET", [m](const http::request& req, http::responder respond) {
+               m->get_asset(req, respond);
+             }));
   r.on_async("GET", "/api/v2/jobs/{id}",
              counted("GET", [m](const http::request& req, http::responder respond) {
                m->get_job(req, respond);

@@ -14,6 +14,11 @@
 //   POST  /api/v2/jobs/{id}/reject    {"reason"} required: the job is cancelled
 //   POST  /api/v2/jobs/{id}/cancel
 //   PATCH /api/v2/jobs/{id}           {"priority": "high|normal|low"}
+//   POST  /api/v2/upload-asset        the bytes of one asset (at most 50 MiB,
+//                                     streamed to disk; PNG, JPEG, WebP, MP4,
+//                                     MOV, WAV or MP3 by their first bytes);
+//                                     ?client= for an admin token
+//   GET   /api/v2/assets/{client}/{sha256}.{ext}   with Range support
 //
 // Errors are {"error": {"code", "message", "field"?}} with the HTTP status
 // that fits (400 invalid_request, 401 unauthorized, 404 not_found, 409
@@ -34,6 +39,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -43,6 +49,9 @@ struct service_options {
   std::string database_url;
   /// The pipeline new jobs get (stages, prices for the estimates).
   std::shared_ptr<const config::snapshot> config;
+  /// Where assets are stored (absolute): <assets_dir>/<client>/<sha256>.<ext>,
+  /// uploads arriving in <assets_dir>/.incoming.
+  std::string assets_dir;
   /// While no live token exists, requests need none and act as admin (the
   /// caller sets this only when it listens on loopback). Checked every few
   /// seconds: the first token created closes the service.
@@ -71,6 +80,10 @@ public:
 
   /// Adds the /api/v2 routes.
   void add_routes(http::router& r);
+
+  /// For http::server_options::streamed_body: the most bytes the body of
+  /// `req` may have when it is an upload (streamed to assets_dir/.incoming).
+  std::optional<std::size_t> streamed_body(const http::request& req) const;
 
   /// Tasks that changed (NOTIFY spool_task); empty: every task (a missed
   /// notification, a '*' payload).

@@ -5,6 +5,8 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/file_body.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
@@ -12,11 +14,15 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cctype>
+#include <cstdlib>
+#include <filesystem>
 #include <optional>
 #include <stdexcept>
 #include <thread>
+#include <unistd.h>
 
 namespace spool::http {
 
@@ -250,27 +256,22 @@ public:
   }
 
 private:
+  /// Reads the next request's header; its body follows in on_header.
   void read() {
-    parser_.emplace();
-    parser_->header_limit(static_cast<std::uint32_t>(settings_->opts.max_header_bytes));
-    parser_->body_limit(settings_->opts.max_body_bytes);
+    header_.emplace();
+    header_->header_limit(static_cast<std::uint32_t>(settings_->opts.max_header_bytes));
+    header_->body_limit(boost::none); // checked against the route's limit in on_header
     stream_.expires_after(settings_->opts.idle_timeout);
-    bhttp::async_read(stream_, buffer_, *parser_,
-                      [self = shared_from_this()](beast::error_code ec, std::size_t) {
-                        self->on_read(ec);
-                      });
+    bhttp::async_read_header(stream_, buffer_, *header_,
+                             [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                               self->on_header(ec);
+                             });
   }
 
-  void on_read(beast::error_code ec) {
-    if (ec == bhttp::error::end_of_stream || ec == beast::error::timeout
-        || ec == asio::error::operation_aborted) {
-      close();
-      return;
-    }
+  /// A failed read: answers what deserves an answer, else closes.
+  void read_failed(beast::error_code ec, std::size_t limit) {
     if (ec == bhttp::error::body_limit) {
-      reply(response::text(413, "request body over "
-                                  + std::to_string(settings_->opts.max_body_bytes)
-                                  + " bytes\n"),
+      reply(response::text(413, "request body over " + std::to_string(limit) + " bytes\n"),
             false, 11);
       return;
     }
@@ -281,61 +282,154 @@ private:
             false, 11);
       return;
     }
+    if (ec != bhttp::error::end_of_stream && ec != beast::error::timeout
+        && ec != asio::error::operation_aborted && ec != asio::error::connection_reset
+        && ec != asio::error::eof && ec != bhttp::error::partial_message)
+      reply(response::text(400, "bad request: " + ec.message() + "\n"), false, 11);
+    else
+      close();
+  }
+
+  void on_header(beast::error_code ec) {
     if (ec) {
-      if (ec != asio::error::connection_reset && ec != asio::error::eof)
-        reply(response::text(400, "bad request: " + ec.message() + "\n"), false, 11);
-      else
-        close();
+      read_failed(ec, settings_->opts.max_body_bytes);
       return;
     }
-    auto msg = parser_->release();
-    request req;
-    req.method = std::string{msg.method_string()};
-    req.target = std::string{msg.target()};
-    auto q = req.target.find('?');
-    req.path = req.target.substr(0, q);
+    auto& h = header_->get();
+    req_ = request{};
+    req_.method = std::string{h.method_string()};
+    req_.target = std::string{h.target()};
+    auto q = req_.target.find('?');
+    req_.path = req_.target.substr(0, q);
     if (q != std::string::npos)
-      req.query = req.target.substr(q + 1);
-    for (const auto& f : msg)
-      req.headers.emplace_back(std::string{f.name_string()}, std::string{f.value()});
-    req.body = std::move(msg.body());
+      req_.query = req_.target.substr(q + 1);
+    for (const auto& f : h)
+      req_.headers.emplace_back(std::string{f.name_string()}, std::string{f.value()});
     beast::error_code rec;
     auto ep = stream_.socket().remote_endpoint(rec);
     if (!rec)
-      req.remote = ep.address().to_string();
-    bool keep_alive = msg.keep_alive();
-    unsigned version = msg.version();
-    bool head = req.method == "HEAD";
+      req_.remote = ep.address().to_string();
+    keep_alive_ = h.keep_alive();
+    version_ = h.version();
+    std::optional<std::size_t> streamed;
+    if (settings_->opts.streamed_body)
+      streamed = settings_->opts.streamed_body(req_);
+    std::size_t limit = streamed ? *streamed : settings_->opts.max_body_bytes;
+    if (auto len = header_->content_length(); len && *len > limit) {
+      // Refused before a byte of the body is read (or stored).
+      reply(response::text(413, "request body over " + std::to_string(limit) + " bytes\n"),
+            false, version_);
+      return;
+    }
+    auto go_on = [self = shared_from_this(), streamed, limit] {
+      if (streamed)
+        self->read_file_body(limit);
+      else
+        self->read_string_body(limit);
+    };
+    if (iequals(req_.header("Expect"), "100-continue")) {
+      auto cont = std::make_shared<bhttp::response<bhttp::empty_body>>(bhttp::status::continue_,
+                                                                     version_);
+      bhttp::async_write(stream_, *cont,
+                         [self = shared_from_this(), cont, go_on](beast::error_code e,
+                                                                  std::size_t) {
+                           if (e)
+                             self->close();
+                           else
+                             go_on();
+                         });
+      return;
+    }
+    go_on();
+  }
+
+  void read_string_body(std::size_t limit) {
+    body_.emplace(std::move(*header_));
+    body_->body_limit(limit);
+    bhttp::async_read(stream_, buffer_, *body_,
+                      [self = shared_from_this(), limit](beast::error_code ec, std::size_t) {
+                        if (ec) {
+                          self->read_failed(ec, limit);
+                          return;
+                        }
+                        self->req_.body = std::move(self->body_->get().body());
+                        self->dispatch({});
+                      });
+  }
+
+  /// Streams the body into a new file under spool_dir; past `limit` bytes
+  /// the file is removed and the answer is 413.
+  void read_file_body(std::size_t limit) {
+    auto tmpl = settings_->opts.spool_dir + "/upload-XXXXXX";
+    int fd = ::mkstemp(tmpl.data());
+    if (fd < 0) {
+      reply(response::text(503, "cannot store the body now\n"), false, version_);
+      return;
+    }
+    ::close(fd);
+    file_.emplace(std::move(*header_));
+    file_->body_limit(limit);
+    beast::error_code ec;
+    file_->get().body().open(tmpl.c_str(), beast::file_mode::write, ec);
+    if (ec) {
+      std::error_code rm;
+      std::filesystem::remove(tmpl, rm);
+      reply(response::text(503, "cannot store the body now\n"), false, version_);
+      return;
+    }
+    bhttp::async_read(stream_, buffer_, *file_,
+                      [self = shared_from_this(), limit, tmpl](beast::error_code e, std::size_t) {
+                        self->file_->get().body().close();
+                        if (e) {
+                          std::error_code rm;
+                          std::filesystem::remove(tmpl, rm); // nothing stays behind
+                          self->read_failed(e, limit);
+                          return;
+                        }
+                        self->dispatch(tmpl);
+                      });
+  }
+
+  /// Hands the request to the handler; `body_file` (a streamed body) is
+  /// removed once the answer is written, whatever the handler did with it.
+  void dispatch(std::string body_file) {
+    req_.body_file = body_file;
+    bool head = req_.method == "HEAD";
     // The answer may come from another thread (a long poll): it is written
     // on this connection's strand, once.
     auto answered = std::make_shared<std::atomic<bool>>(false);
-    responder respond = [self = shared_from_this(), keep_alive, version, head,
-                         answered](response res) {
+    responder respond = [self = shared_from_this(), keep_alive = keep_alive_,
+                         version = version_, head, answered,
+                         body_file = std::move(body_file)](response res) {
       if (answered->exchange(true))
         return;
-      if (head)
+      if (!body_file.empty()) {
+        std::error_code rm;
+        std::filesystem::remove(body_file, rm);
+      }
+      if (head) {
         res.body.clear();
+        res.file.clear();
+      }
       asio::dispatch(self->stream_.get_executor(),
                      [self, res = std::move(res), keep_alive, version]() mutable {
                        self->reply(std::move(res), keep_alive, version);
                      });
     };
     try {
-      settings_->h(req, respond);
+      settings_->h(req_, respond);
     } catch (const std::exception& e) {
-      spdlog::error("http: {} {} failed: {}", req.method, req.path, e.what());
+      spdlog::error("http: {} {} failed: {}", req_.method, req_.path, e.what());
       respond(response::text(500, "internal error\n"));
     }
   }
 
-  void reply(response res, bool keep_alive, unsigned version) {
-    auto out = std::make_shared<bhttp::response<bhttp::string_body>>(
-      static_cast<bhttp::status>(res.status), version);
+  template <class Message>
+  void write(std::shared_ptr<Message> out, const response& res, bool keep_alive) {
     out->set(bhttp::field::server, settings_->opts.name);
     out->set(bhttp::field::content_type, res.content_type);
     for (auto& [k, v] : res.headers)
       out->set(k, v);
-    out->body() = std::move(res.body);
     out->keep_alive(keep_alive);
     out->prepare_payload();
     stream_.expires_after(settings_->opts.idle_timeout);
@@ -348,16 +442,59 @@ private:
                        });
   }
 
+  void reply(response res, bool keep_alive, unsigned version) {
+    if (!res.file.empty()) {
+      auto out = std::make_shared<bhttp::response<bhttp::file_body>>(
+        static_cast<bhttp::status>(res.status), version);
+      beast::error_code ec;
+      out->body().open(res.file.c_str(), beast::file_mode::scan, ec);
+      if (!ec) {
+        write(out, res, keep_alive);
+        return;
+      }
+      res = response::text(404, "not found\n");
+    }
+    auto out = std::make_shared<bhttp::response<bhttp::string_body>>(
+      static_cast<bhttp::status>(res.status), version);
+    out->body() = std::move(res.body);
+    write(out, res, keep_alive);
+  }
+
+  /// Ends the connection: our side first, then what the peer still sends
+  /// is read and dropped for up to a second before the socket closes, so
+  /// that an answer sent before its request's body ended (a 413) is not
+  /// destroyed by a reset.
   void close() {
     beast::error_code ec;
     stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
-    stream_.close();
+    if (ec) {
+      stream_.close();
+      return;
+    }
+    stream_.expires_after(std::chrono::seconds{1});
+    drain();
+  }
+
+  void drain() {
+    stream_.async_read_some(asio::buffer(scratch_),
+                            [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                              if (ec)
+                                self->stream_.close();
+                              else
+                                self->drain();
+                            });
   }
 
   beast::tcp_stream stream_;
   beast::flat_buffer buffer_;
-  std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  std::optional<bhttp::request_parser<bhttp::empty_body>> header_;
+  std::optional<bhttp::request_parser<bhttp::string_body>> body_;
+  std::optional<bhttp::request_parser<bhttp::file_body>> file_;
   std::shared_ptr<const shared_settings> settings_;
+  request req_;
+  std::array<char, 16384> scratch_{}; // what a closing peer still sends
+  bool keep_alive_ = false;
+  unsigned version_ = 11;
 };
 
 } // namespace

@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -29,6 +30,10 @@ struct request {
   std::string body;
   /// The peer's address ("127.0.0.1", "::1").
   std::string remote;
+  /// A streamed body (server_options::streamed_body): the file it was
+  /// written to, which the server removes once the answer is written (move
+  /// it elsewhere to keep it); `body` is empty then. Empty otherwise.
+  std::string body_file;
   /// Path parameters a router matched ({"id", "42"}).
   std::vector<std::pair<std::string, std::string>> params;
 
@@ -46,6 +51,9 @@ struct response {
   int status = 200;
   std::string content_type = "text/plain; charset=utf-8";
   std::string body;
+  /// Sent instead of `body` when set: a whole file, streamed from disk (404
+  /// when it cannot be opened).
+  std::string file;
   std::vector<std::pair<std::string, std::string>> headers;
 
   static response text(int status, std::string body);
@@ -78,6 +86,14 @@ struct server_options {
   std::size_t max_body_bytes = 1024 * 1024;
   /// A connection with no complete request within this time is closed.
   std::chrono::seconds idle_timeout{30};
+  /// Requests whose body streams to a file instead of memory (uploads):
+  /// given the request without its body, the most bytes its body may have,
+  /// or nullopt for an ordinary request. A larger body is refused with 413
+  /// and nothing of it stays on disk.
+  std::function<std::optional<std::size_t>(const request&)> streamed_body;
+  /// Where streamed bodies are written (the same file system as where the
+  /// handler moves them, so the move is a rename).
+  std::string spool_dir = "/tmp";
   /// Sent as the Server header.
   std::string name = "spool";
 };

@@ -10,6 +10,8 @@
 #include <boost/json.hpp>
 
 #include <csignal>
+#include <filesystem>
+#include <stdlib.h>
 #include <future>
 #include <set>
 
@@ -20,8 +22,10 @@ namespace json = boost::json;
 namespace {
 
 /// storyboard -> video (behind the approval gate).
-std::string api_config(double requests_per_s = 1000, double burst = 1000) {
-  return temp_file(R"({"worker": {"idle_poll_s": 0.2, "heartbeat_interval_s": 0.5,
+std::string api_config(double requests_per_s = 1000, double burst = 1000,
+                       const std::string& data_dir = "/tmp/spool-api-test-data") {
+  return temp_file(R"({"data_dir": ")" + data_dir + R"(",
+    "worker": {"idle_poll_s": 0.2, "heartbeat_interval_s": 0.5,
     "rescue_interval_s": 0.5, "shutdown_grace_s": 5, "lease_s": 3},
     "api": {"requests_per_s": )" + std::to_string(requests_per_s)
                    + R"(, "burst": )" + std::to_string(burst) + R"(},
@@ -84,11 +88,12 @@ struct reply {
 /// One request with a token ("" for none) and extra headers.
 reply call(int port, const std::string& method, const std::string& path,
            const std::string& token, const std::string& body = {},
-           const std::vector<std::string>& headers = {}, double timeout_s = 10) {
+           const std::vector<std::string>& headers = {}, double timeout_s = 10,
+           bool chunked = false) {
   auto all = headers;
   if (!token.empty())
     all.push_back("Authorization: Bearer " + token);
-  auto r = http_request(port, method, path, timeout_s, body, all);
+  auto r = http_request(port, method, path, timeout_s, body, all, chunked);
   reply out;
   out.status = r.status;
   out.headers = "\r\n" + r.headers;
@@ -315,4 +320,80 @@ TEST_CASE_METHOD(worker_fixture,
   make_token(env, {"--admin"});
   CHECK(eventually([&] { return call(s.port, "GET", "/api/v2/jobs", "").status == 401; }, 15,
                    std::chrono::milliseconds{250}));
+}
+
+TEST_CASE_METHOD(worker_fixture,
+                 "uploads: 50 MiB pass and one byte more is refused with nothing left, types "
+                 "are told by content, the same bytes are stored once, ranges, other clients",
+                 "[db][api]") {
+  char tmpl[] = "/tmp/spool_assetsXXXXXX";
+  REQUIRE(::mkdtemp(tmpl) != nullptr);
+  std::string data{tmpl};
+  auto cfg = api_config(1000, 1000, data);
+  auto acme = make_token(env, {"--client", "acme"});
+  auto globex = make_token(env, {"--client", "globex"});
+  server s{cfg, env};
+  namespace fs = std::filesystem;
+  auto stored = [&] {
+    int n = 0;
+    for (auto& e : fs::recursive_directory_iterator(data + "/assets"))
+      n += e.is_regular_file();
+    return n;
+  };
+  const std::string png_magic = "\x89PNG\r\n\x1a\n";
+  std::string max = png_magic + std::string((50u << 20) - png_magic.size(), 'x');
+  REQUIRE(max.size() == 52428800);
+
+  // One byte over, announced (Content-Length) and streamed (chunked).
+  auto over = max + "x";
+  CHECK(call(s.port, "POST", "/api/v2/upload-asset", acme, over, {}, 60).status == 413);
+  CHECK(call(s.port, "POST", "/api/v2/upload-asset", acme, over, {}, 60, true).status == 413);
+  CHECK(stored() == 0); // nothing of them, not even in .incoming
+
+  auto up = call(s.port, "POST", "/api/v2/upload-asset", acme, max, {}, 60, true);
+  REQUIRE(up.status == 201);
+  CHECK(up.body.at("type").as_string() == "image/png");
+  CHECK(up.body.at("bytes").as_int64() == 52428800);
+  auto url = std::string{up.body.at("url").as_string()};
+  CHECK(url.starts_with("/api/v2/assets/acme/"));
+  CHECK(stored() == 1);
+  auto again = call(s.port, "POST", "/api/v2/upload-asset", acme, max, {}, 60);
+  CHECK(again.status == 200);
+  CHECK_FALSE(again.body.at("created").as_bool());
+  CHECK(std::string{again.body.at("url").as_string()} == url);
+  CHECK(stored() == 1);
+
+  // An executable named .png (the name is never read), an empty body.
+  auto elf = read_text("/bin/ls");
+  REQUIRE(elf.starts_with("\x7f" "ELF"));
+  auto disguised = call(s.port, "POST", "/api/v2/upload-asset?name=cat.png", acme, elf);
+  CHECK(disguised.status == 415);
+  CHECK(disguised.body.at("error").at("code").as_string() == "unsupported_media_type");
+  CHECK(call(s.port, "POST", "/api/v2/upload-asset", acme, "").status == 400);
+  CHECK(stored() == 1);
+  // The other accepted types.
+  using namespace std::string_literals;
+  for (std::string head : {"\xff\xd8\xff\xe0"s, "RIFF\x10\0\0\0WEBPVP8 "s, "RIFF\x10\0\0\0WAVEfmt "s,
+                           "\0\0\0\x18" "ftypisom"s, "\0\0\0\x14" "ftypqt  "s, "ID3\x04\0"s}) {
+    INFO(head);
+    CHECK(call(s.port, "POST", "/api/v2/upload-asset", acme, head + "payload").status == 201);
+  }
+
+  // Ranges; another client sees nothing of it.
+  auto part = call(s.port, "GET", url, acme, {}, {"Range: bytes=1-3"});
+  CHECK(part.status == 206);
+  CHECK(part.raw == "PNG");
+  CHECK(part.header("Content-Range") == "bytes 1-3/52428800");
+  auto tail = call(s.port, "GET", url, acme, {}, {"Range: bytes=-4"});
+  CHECK(tail.status == 206);
+  CHECK(tail.raw == "xxxx");
+  CHECK(call(s.port, "GET", url, acme, {}, {"Range: bytes=52428800-"}).status == 416);
+  auto whole = call(s.port, "GET", url, acme, {}, {}, 60);
+  CHECK(whole.status == 200);
+  CHECK(whole.raw.size() == 52428800);
+  CHECK(whole.header("Accept-Ranges") == "bytes");
+  CHECK(call(s.port, "GET", url, globex).status == 404);
+  CHECK(call(s.port, "GET", "/api/v2/assets/acme/..%2F..%2Fetc.png", acme).status == 404);
+  CHECK(call(s.port, "POST", "/api/v2/upload-asset?client=acme", globex, max).status == 403);
+  fs::remove_all(data);
 }

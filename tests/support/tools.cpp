@@ -56,7 +56,7 @@ std::string read_text(const std::string& path) {
 
 http_reply http_request(int port, const std::string& method, const std::string& path,
                         double timeout_s, const std::string& body,
-                        const std::vector<std::string>& headers) {
+                        const std::vector<std::string>& headers, bool chunked) {
   http_reply out;
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0)
@@ -72,15 +72,24 @@ http_reply http_request(int port, const std::string& method, const std::string& 
   std::string req = method + " " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n";
   for (const auto& h : headers)
     req += h + "\r\n";
-  if (!body.empty() || method == "POST" || method == "PATCH")
-    req += "Content-Length: " + std::to_string(body.size()) + "\r\n";
-  req += "\r\n" + body;
+  if (chunked) {
+    req += "Transfer-Encoding: chunked\r\n\r\n";
+    for (std::size_t at = 0; at < body.size(); at += 65536) {
+      auto part = body.substr(at, 65536);
+      char size[24];
+      std::snprintf(size, sizeof size, "%zx\r\n", part.size());
+      req += size + part + "\r\n";
+    }
+    req += "0\r\n\r\n";
+  } else {
+    if (!body.empty() || method == "POST" || method == "PATCH")
+      req += "Content-Length: " + std::to_string(body.size()) + "\r\n";
+    req += "\r\n" + body;
+  }
   for (size_t sent = 0; sent < req.size();) {
     auto n = ::send(fd, req.data() + sent, req.size() - sent, MSG_NOSIGNAL);
-    if (n <= 0) {
-      ::close(fd);
-      return out;
-    }
+    if (n <= 0)
+      break; // the server may have answered early (a 413): read it
     sent += static_cast<size_t>(n);
   }
   std::string raw;

@@ -32,10 +32,12 @@ struct http_reply {
 
 /// `method path` to 127.0.0.1:port over a new connection (HTTP/1.1,
 /// Connection: close), with `headers` ("Name: value" each), waiting at most
-/// `timeout_s` for the whole answer.
+/// `timeout_s` for the whole answer. `chunked`: the body goes in chunks of
+/// 64 KiB without a Content-Length (the server learns its size only while
+/// reading it).
 http_reply http_request(int port, const std::string& method, const std::string& path,
                         double timeout_s = 10, const std::string& body = {},
-                        const std::vector<std::string>& headers = {});
+                        const std::vector<std::string>& headers = {}, bool chunked = false);
 inline http_reply http_get(int port, const std::string& path, double timeout_s = 10) {
   return http_request(port, "GET", path, timeout_s);
 }
