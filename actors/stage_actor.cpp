@@ -76,6 +76,7 @@ void start_command(self_ptr self, const stage_job& j) {
   in.priority = j.run.priority;
   in.payload_json = j.run.payload;
   in.inputs_json = j.run.inputs;
+  in.context_json = j.run.context;
   auto spec = exec::command_spec_of(j.executor->command, exec::make_job_input(in),
                                     j.timeout);
   auto me = caf::actor_cast<caf::actor>(self);

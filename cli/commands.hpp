@@ -202,6 +202,18 @@ int token_create(const global_options& g, const token_options& o);
 int token_revoke(const global_options& g, int64_t id);
 int token_list(const global_options& g, bool json);
 
+struct context_options {
+  std::string id;     // the client (brand) or campaign
+  std::string client; // campaign: the client it belongs to
+  std::string json;
+  std::string file;
+};
+/// Brand guidelines per client, briefs per campaign.
+int brand_set(const global_options& g, const context_options& o);
+int brand_show(const global_options& g, const std::string& client);
+int campaign_set(const global_options& g, const context_options& o);
+int campaign_show(const global_options& g, const std::string& campaign);
+
 struct exporter_options {
   std::string config = "config/spool.json";
   std::string http = "127.0.0.1:9463";

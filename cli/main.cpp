@@ -223,6 +223,34 @@ void add_run_command(CLI::App& app, action& act, const global_options& g) {
   sv->add_option("--http", so->http, "Listen on host:port (default: the config's api.listen)");
   on_run(sv, act, [&g, so] { return serve(g, *so); });
 
+  for (bool is_brand : {true, false}) {
+    auto grp = app.add_subcommand(is_brand ? "brand" : "campaign",
+                                  is_brand ? "Brand guidelines of a client, given to every stage "
+                                             "of its tasks"
+                                           : "The brief of a campaign, given to every stage of "
+                                             "its tasks");
+    grp->require_subcommand(1);
+    auto co = std::make_shared<context_options>();
+    auto set = grp->add_subcommand("set", "Set (replace) them; tasks enqueued afterwards carry "
+                                          "them");
+    set->add_option(is_brand ? "CLIENT" : "CAMPAIGN", co->id, is_brand ? "Client id" : "Campaign id")
+      ->required();
+    if (!is_brand)
+      set->add_option("--client", co->client, "The client the campaign belongs to");
+    set->add_option("--json", co->json,
+                    "The fields as a JSON object: text, numbers, flags or lists of them");
+    set->add_option("--file", co->file, "A file holding that JSON object");
+    on_run(set, act, [&g, co, is_brand] {
+      return is_brand ? brand_set(g, *co) : campaign_set(g, *co);
+    });
+    auto show_id = std::make_shared<std::string>();
+    auto sh = grp->add_subcommand("show", "Print them as JSON");
+    sh->add_option(is_brand ? "CLIENT" : "CAMPAIGN", *show_id, "Id")->required();
+    on_run(sh, act, [&g, show_id, is_brand] {
+      return is_brand ? brand_show(g, *show_id) : campaign_show(g, *show_id);
+    });
+  }
+
   auto tok = app.add_subcommand("token", "Bearer tokens of the client API (stored hashed)");
   tok->require_subcommand(1);
   auto to = std::make_shared<token_options>();

@@ -14,6 +14,8 @@
 -- nearly empty must not turn a lookup into a scan of what it has grown to).
 -- The run's max_retries comes back with it: the retry limit is fixed when the
 -- task is enqueued, so a worker decides a failed attempt with the run's copy.
+-- So does the task's context (brand guidelines and campaign brief, NULL
+-- when it has none), for the stage's input.
 --
 -- Providers. With p_provider (the stage's provider; NULL: none, and the
 -- claim is the plain one above) the claim admits only what the provider's
@@ -44,7 +46,7 @@ CREATE FUNCTION spool_claim(p_stage TEXT, p_limit INTEGER, p_worker TEXT,
 RETURNS TABLE (run_id BIGINT, task_id BIGINT, stage TEXT, attempt INTEGER,
                failed_attempts INTEGER, lost_attempts INTEGER, snoozed_ms BIGINT,
                max_retries INTEGER, channel_id TEXT, priority spool_priority, payload JSONB,
-               inputs JSONB, provider TEXT, wait_ms BIGINT, held_back TEXT)
+               inputs JSONB, provider TEXT, wait_ms BIGINT, held_back TEXT, context JSONB)
 LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $$
 DECLARE
@@ -273,7 +275,7 @@ BEGIN
                WHERE u.task_id = c.task_id AND u.stage = ANY (c.depends_on)
                  AND u.output IS NOT NULL)
            END,
-           c.provider, NULL::BIGINT, NULL::TEXT
+           c.provider, NULL::BIGINT, NULL::TEXT, t.context
       FROM claimed c JOIN tasks t ON t.id = c.task_id
      ORDER BY c.priority, c.fair_round, c.fair_seq;
   END IF;
@@ -299,6 +301,7 @@ BEGIN
   IF v_held IS NOT NULL THEN
     RETURN QUERY SELECT NULL::BIGINT, NULL::BIGINT, p_stage, NULL::INTEGER, NULL::INTEGER,
                         NULL::INTEGER, NULL::BIGINT, NULL::INTEGER, NULL::TEXT,
-                        NULL::spool_priority, NULL::JSONB, NULL::JSONB, v_prov, v_wait, v_held;
+                        NULL::spool_priority, NULL::JSONB, NULL::JSONB, v_prov, v_wait, v_held,
+                        NULL::JSONB;
   END IF;
 END $$;

@@ -4,7 +4,8 @@
 -- every run free). Returns one row per input, in order:
 -- the task id and whether it was created (false: the idempotency key existed).
 -- Runs without inputs are inserted ready, in the fair order (in input order
--- within a channel), and idle workers are woken.
+-- within a channel), and idle workers are woken. A task keeps a snapshot of
+-- its client's brand guidelines and its campaign's brief (R_context.sql).
 DROP FUNCTION IF EXISTS spool_enqueue(TEXT[], TEXT[], TEXT[], TEXT[], JSONB[], TEXT[], NUMERIC[],
                                       JSONB);
 CREATE OR REPLACE FUNCTION spool_enqueue(
@@ -41,9 +42,11 @@ BEGIN
                                 idem_key, estimate, ord)
   ), inserted AS (
     INSERT INTO tasks (id, client_id, campaign_id, channel_id, priority, payload,
-                       idempotency_key, estimated_cost, runs_pending)
+                       idempotency_key, estimated_cost, runs_pending, context)
     SELECT i.new_id, i.client_id, i.campaign_id, i.channel_id, i.priority::spool_priority,
-           i.payload, i.idem_key, coalesce(i.estimate, 0), jsonb_array_length(p_pipeline)
+           i.payload, i.idem_key, coalesce(i.estimate, 0), jsonb_array_length(p_pipeline),
+           CASE WHEN i.client_id <> '' OR i.campaign_id <> ''
+                THEN spool_task_context(i.client_id, i.campaign_id) END
       FROM input i ORDER BY i.ord
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING tasks.id

@@ -5,6 +5,7 @@
 #include "runtime/config/enqueue.hpp"
 #include "runtime/metrics.hpp"
 #include "runtime/pg/pool.hpp"
+#include "runtime/store/context.hpp"
 #include "runtime/store/store.hpp"
 #include "runtime/store/task_input.hpp"
 
@@ -761,6 +762,74 @@ struct service::impl {
     });
   }
 
+  /// GET and PUT of a client's brand guidelines (`campaign` false) or a
+  /// campaign's brief. A client's token reaches only its own brand and
+  /// campaigns (a campaign of another client is a 404).
+  void context(const http::request& req, const http::responder& respond, bool is_campaign) {
+    guarded(req, respond, [&](const principal& p) {
+      std::string id{req.param("id")};
+      auto who = "api:" + (p.admin() ? std::string{"admin"} : p.client_id);
+      auto conn = pool.acquire();
+      auto current = is_campaign ? store::campaign(*conn, id) : store::brand(*conn, id);
+      bool mine = p.admin() || (is_campaign ? (!current || current->at("client_id").as_string()
+                                                                == p.client_id)
+                                            : id == p.client_id);
+      auto what = is_campaign ? "no brief for campaign " + id
+                              : "no brand guidelines for client " + id;
+      if (!mine) {
+        respond(error(404, "not_found", what));
+        return;
+      }
+      if (req.method == "GET") {
+        respond(current ? ok_json(200, *current) : error(404, "not_found", what));
+        return;
+      }
+      http::response err;
+      auto body = parse_body(req, err);
+      if (!body) {
+        respond(std::move(err));
+        return;
+      }
+      auto field = is_campaign ? "brief" : "guidelines";
+      if (!body->is_object() || !body->as_object().contains(field)) {
+        respond(error(400, "invalid_request", std::string{"send {\""} + field + "\": {...}}",
+                      field));
+        return;
+      }
+      if (auto o = only_keys(body->as_object(), {field, "client_id"})) {
+        respond(std::move(*o));
+        return;
+      }
+      auto& fields = body->as_object().at(field);
+      if (auto problem = store::check_context_fields(fields, field); !problem.empty()) {
+        auto colon = problem.find(':');
+        respond(error(400, "invalid_request", problem.substr(colon + 2),
+                      problem.substr(0, colon)));
+        return;
+      }
+      try {
+        if (is_campaign) {
+          std::string client = p.client_id;
+          if (auto* c = body->as_object().if_contains("client_id"); c != nullptr && p.admin()) {
+            if (!c->is_string()) {
+              respond(error(400, "invalid_request", "must be a string", "client_id"));
+              return;
+            }
+            client = std::string{c->as_string()};
+          }
+          store::set_campaign(*conn, id, client, fields, who);
+        } else {
+          store::set_brand(*conn, id, fields, who);
+        }
+      } catch (const std::invalid_argument& e) {
+        respond(error(400, "invalid_request", e.what(), is_campaign ? "campaign" : "client"));
+        return;
+      }
+      auto saved = is_campaign ? store::campaign(*conn, id) : store::brand(*conn, id);
+      respond(ok_json(current ? 200 : 201, *saved));
+    });
+  }
+
   /// The job's client, for an access check before a change; nullopt when
   /// there is no such job.
   std::optional<std::string> client_of(int64_t id) {
@@ -921,6 +990,16 @@ void service::add_routes(http::router& r) {
       });
     };
   };
+  for (const char* method : {"GET", "PUT"}) {
+    r.on_async(method, "/api/v2/brands/{id}",
+               counted(method, [m](const http::request& req, http::responder respond) {
+                 m->context(req, respond, false);
+               }));
+    r.on_async(method, "/api/v2/campaigns/{id}",
+               counted(method, [m](const http::request& req, http::responder respond) {
+                 m->context(req, respond, true);
+               }));
+  }
   r.on_async("POST", "/api/v2/upload-asset",
              counted("POST", [m](const http::request& req, http::responder respond) {
                m->upload(req, respond);

@@ -19,6 +19,10 @@
 //                                     MOV, WAV or MP3 by their first bytes);
 //                                     ?client= for an admin token
 //   GET   /api/v2/assets/{client}/{sha256}.{ext}   with Range support
+//   GET/PUT /api/v2/brands/{client}   {"guidelines": {...}}: what every stage
+//                                     of the client's later jobs gets
+//   GET/PUT /api/v2/campaigns/{id}    {"brief": {...}, "client_id"}: the same
+//                                     for a campaign
 //
 // Errors are {"error": {"code", "message", "field"?}} with the HTTP status
 // that fits (400 invalid_request, 401 unauthorized, 404 not_found, 409

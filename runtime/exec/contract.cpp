@@ -231,6 +231,14 @@ std::string make_job_input(const job_input& in) {
       inputs[stage] = object_or_empty(output);
     o["inputs"] = std::move(inputs);
   }
+  // The brand guidelines and campaign brief, and prompt_context, one
+  // string of them for a prompt: always there, empty when the task has none.
+  json::error_code ec;
+  auto ctx = in.context_json.empty() ? json::value{} : json::parse(in.context_json, ec);
+  if (!ec && ctx.is_object())
+    o["context"] = std::move(ctx);
+  else
+    o["context"] = json::object{{"brand", nullptr}, {"brief", nullptr}, {"prompt_context", ""}};
   return json::serialize(o);
 }
 

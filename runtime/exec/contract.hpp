@@ -8,7 +8,12 @@
 //    "idempotency_key":"12:assembly:1",   (task:stage:call, see job_input)
 //    "work_dir":"/abs/data/tasks/12/assembly",
 //    "data_dir":"/abs/data","channel_id":"ch1","priority":"normal",
-//    "payload":{...},"inputs":{"video_gen":{...},"narration":{...}}}
+//    "payload":{...},"inputs":{"video_gen":{...},"narration":{...}},
+//    "context":{"client_id":"acme","campaign_id":"spring",
+//               "brand":{...guidelines},"brief":{...},
+//               "prompt_context":"Brand acme: voice: warm. Campaign spring: ..."}}
+//   (context: {"brand":null,"brief":null,"prompt_context":""} for a task
+//   without guidelines or brief)
 //
 // Result (the last non-empty line of stdout; earlier lines are ignored):
 //   {"status":"ok","output":{...},"cost":0.05}
@@ -51,6 +56,9 @@ struct job_input {
   /// Alternatively, all inputs as one JSON object text (as the store returns
   /// them); used when `inputs` is empty.
   std::string inputs_json;
+  /// The task's brand and campaign context (JSON object text, as the store
+  /// returns it); empty when it has none.
+  std::string context_json;
 };
 
 /// The idempotency key of a logical call, "<task_id>:<stage>:<call>": the

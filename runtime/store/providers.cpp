@@ -61,8 +61,8 @@ claim_result store::claim_limited(std::string_view stage, int limit, std::string
   auto res = with_retry(conn_, [&] {
     return conn_.exec_prepared(
       "SELECT run_id, task_id, stage, attempt, failed_attempts, lost_attempts, snoozed_ms, "
-      "max_retries, channel_id, priority, payload, inputs, provider, wait_ms, held_back "
-      "FROM spool_claim($1, $2, $3, $4, $5, $6, $7)",
+      "max_retries, channel_id, priority, payload, inputs, provider, wait_ms, held_back, "
+      "context FROM spool_claim($1, $2, $3, $4, $5, $6, $7)",
       ps, "claiming stage runs");
   });
   claim_result out;

@@ -99,6 +99,8 @@ claimed_run read_claimed(const pg::result& res, int i, int64_t token) {
   r.priority = res.str(i, 9);
   r.payload = res.str(i, 10);
   r.inputs = res.str(i, 11);
+  if (res.columns() > 15 && !res.is_null(i, 15))
+    r.context = res.str(i, 15);
   return r;
 }
 

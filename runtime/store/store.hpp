@@ -82,6 +82,9 @@ struct claimed_run {
   std::string priority;
   std::string payload; // JSON object text
   std::string inputs;  // JSON object text: upstream stage -> its output
+  /// The task's brand guidelines and campaign brief (JSON object text, see
+  /// R_context.sql); empty when it has none.
+  std::string context;
   /// The provider whose limits admitted this claim (the stage's provider or
   /// its fallback); empty for a claim without provider (claim()).
   std::string provider;

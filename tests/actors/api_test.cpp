@@ -397,3 +397,60 @@ TEST_CASE_METHOD(worker_fixture,
   CHECK(call(s.port, "POST", "/api/v2/upload-asset?client=acme", globex, max).status == 403);
   fs::remove_all(data);
 }
+
+TEST_CASE_METHOD(worker_fixture,
+                 "brand guidelines and a campaign brief reach every stage's input, set by the "
+                 "CLI and the API",
+                 "[db][api]") {
+  // A stage program that answers with the context it was given.
+  auto cfg = temp_file(R"X({"worker": {"idle_poll_s": 0.2, "heartbeat_interval_s": 0.5,
+    "rescue_interval_s": 0.5, "shutdown_grace_s": 5, "lease_s": 3},
+    "stages": [{"name": "storyboard", "executor": {"kind": "command", "argv": ["python3", "-c",
+      "import json,sys; d=json.load(sys.stdin); print(json.dumps({'status': 'ok', 'output': {'context': d['context']}}))"]}}]})X");
+  auto acme = make_token(env, {"--client", "acme"});
+  auto bad = run_spool({"brand", "set", "acme", "--json", R"({"colors": {"a": 1}})"}, env);
+  CHECK(bad.exit_code == 2);
+  CHECK_THAT(bad.err, Catch::Contains("guidelines.colors: must be text"));
+  auto set = run_spool({"brand", "set", "acme", "--json",
+                        R"({"voice": "warm", "colors": ["teal", "sand"]})"},
+                       env);
+  INFO(set.err);
+  REQUIRE(set.exit_code == 0);
+  server s{cfg, env};
+  auto brief = call(s.port, "PUT", "/api/v2/campaigns/spring", acme,
+                    R"({"brief": {"goal": "launch", "audience": "makers"}})");
+  REQUIRE(brief.status == 201);
+  CHECK(brief.body.at("client_id").as_string() == "acme");
+  CHECK(call(s.port, "PUT", "/api/v2/campaigns/spring", acme, R"({"brief": {"x": {}}})")
+          .error_field()
+        == "brief.x");
+  auto globex = make_token(env, {"--client", "globex"});
+  CHECK(call(s.port, "GET", "/api/v2/campaigns/spring", globex).status == 404);
+  CHECK(call(s.port, "PUT", "/api/v2/brands/acme", globex, R"({"guidelines": {}})").status
+        == 404);
+  CHECK(call(s.port, "GET", "/api/v2/brands/acme", acme).body.at("guidelines").at("voice")
+          .as_string()
+        == "warm");
+
+  auto with = call(s.port, "POST", "/api/v2/jobs", acme,
+                   R"({"channel_id": "UCa", "campaign_id": "spring"})");
+  auto without = call(s.port, "POST", "/api/v2/jobs", globex, R"({"channel_id": "UCg"})");
+  REQUIRE(with.status == 201);
+  REQUIRE(without.status == 201);
+  spool_process w{{"run", "--config", cfg, "--exit-when-idle"}, env};
+  REQUIRE(w.wait(60) == 0);
+  auto ctx = json::parse(text("SELECT output::text FROM stage_runs WHERE task_id = "
+                              + std::to_string(with.body.at("id").as_int64())))
+               .at("context");
+  CHECK(ctx.at("client_id").as_string() == "acme");
+  CHECK(ctx.at("brand").at("colors").as_array().size() == 2);
+  CHECK(ctx.at("brief").at("goal").as_string() == "launch");
+  CHECK(ctx.at("prompt_context").as_string()
+        == "Brand acme: colors: teal, sand; voice: warm. Campaign spring: audience: makers; "
+           "goal: launch.");
+  auto none = json::parse(text("SELECT output::text FROM stage_runs WHERE task_id = "
+                               + std::to_string(without.body.at("id").as_int64())))
+                .at("context");
+  CHECK(none.at("brand").is_null());
+  CHECK(none.at("prompt_context").as_string() == "");
+}
