@@ -17,6 +17,7 @@ packages=(
   postgresql-15 postgresql-client-15
   ffmpeg espeak-ng sox fonts-dejavu-core python3 procps
   prometheus # promtool: the tests check the metrics exposition with Prometheus's own linter
+  chromium chromium-driver python3-selenium # the status page's test in a real headless browser
 )
 
 install_missing() {

@@ -119,7 +119,8 @@ int serve(const global_options& g, const serve_options& o) {
   api::service_options ao;
   ao.database_url = url;
   ao.config = cfg;
-  ao.assets_dir = data_dir_for(*cfg) + "/assets";
+  ao.data_dir = data_dir_for(*cfg);
+  ao.assets_dir = ao.data_dir + "/assets";
   std::filesystem::create_directories(ao.assets_dir + "/.incoming");
   so.spool_dir = ao.assets_dir + "/.incoming";
   ao.open_without_tokens = local;

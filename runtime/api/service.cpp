@@ -5,7 +5,9 @@
 #include "runtime/config/enqueue.hpp"
 #include "runtime/metrics.hpp"
 #include "runtime/pg/pool.hpp"
+#include "runtime/api/status_page.hpp"
 #include "runtime/store/context.hpp"
+#include "runtime/store/inspect.hpp"
 #include "runtime/store/store.hpp"
 #include "runtime/store/task_input.hpp"
 
@@ -166,6 +168,8 @@ struct service::impl {
 
   std::mutex view_mtx;
   std::map<int64_t, view> views;
+  std::string status_body; // the last /status, reused for a second
+  steady::time_point status_at{};
 
   std::mutex wait_mtx;
   std::condition_variable wait_cv;
@@ -702,6 +706,139 @@ struct service::impl {
     });
   }
 
+  /// Answers with a file: whole (streamed) or one byte range of it.
+  static void serve_file(const http::request& req, const http::responder& respond,
+                         const std::string& path, const std::string& mime) {
+    std::error_code ec;
+    auto size = std::filesystem::file_size(path, ec);
+    if (ec) {
+      respond(error(404, "not_found", "no such file"));
+      return;
+    }
+    auto ranged = parse_range(req.header("Range"), size);
+    if (!ranged.satisfiable) {
+      auto res = error(416, "range_not_satisfiable",
+                       "the file has " + std::to_string(size) + " bytes");
+      res.headers.emplace_back("Content-Range", "bytes */" + std::to_string(size));
+      respond(std::move(res));
+      return;
+    }
+    if (!ranged.range) {
+      http::response res;
+      res.content_type = mime;
+      res.file = path;
+      res.headers.emplace_back("Accept-Ranges", "bytes");
+      respond(std::move(res));
+      return;
+    }
+    // A range is read into memory, at most 8 MiB of it (a client asking
+    // for more, as players do with "bytes=0-", gets the first 8 MiB and
+    // asks again).
+    auto r = *ranged.range;
+    r.last = std::min<std::uint64_t>(r.last, r.first + (8u << 20) - 1);
+    std::string body(static_cast<std::size_t>(r.last - r.first + 1), '\0');
+    std::ifstream in(path, std::ios::binary);
+    in.seekg(static_cast<std::streamoff>(r.first));
+    in.read(body.data(), static_cast<std::streamsize>(body.size()));
+    if (!in) {
+      respond(error(503, "unavailable", "reading the file failed"));
+      return;
+    }
+    http::response res;
+    res.status = 206;
+    res.content_type = mime;
+    res.body = std::move(body);
+    res.headers.emplace_back("Accept-Ranges", "bytes");
+    res.headers.emplace_back("Content-Range", "bytes " + std::to_string(r.first) + "-"
+                                                + std::to_string(r.last) + "/"
+                                                + std::to_string(size));
+    respond(std::move(res));
+  }
+
+  /// A file a stage wrote for a job (storyboard frames, the video), under
+  /// <data_dir>/tasks/<id>/<stage>/<name>.
+  void job_file(const http::request& req, const http::responder& respond) {
+    guarded(req, respond, [&](const principal& p) {
+      auto id = parse_id(req.param("id"));
+      std::string stage{req.param("stage")}, name{req.param("name")};
+      auto plain = [](std::string_view s) {
+        return !s.empty() && s.size() <= 200 && s.front() != '.'
+               && std::all_of(s.begin(), s.end(), [](char c) {
+                    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'
+                           || c == '.';
+                  });
+      };
+      auto client = id ? client_of(*id) : std::nullopt;
+      if (!id || !plain(stage) || !plain(name) || !client
+          || (!p.admin() && *client != p.client_id) || opts.data_dir.empty()) {
+        respond(error(404, "not_found", "no such file"));
+        return;
+      }
+      auto ext = name.substr(name.rfind('.') + 1);
+      std::string mime{mime_of_extension(ext == "jpeg" ? "jpg" : ext)};
+      if (mime.empty())
+        mime = ext == "json" ? "application/json" : "application/octet-stream";
+      serve_file(req, respond,
+                 opts.data_dir + "/tasks/" + std::to_string(*id) + "/" + stage + "/" + name,
+                 mime);
+    });
+  }
+
+  /// The pipeline at a glance for the status page (admin): stages by state
+  /// with their limits, tasks by state, today's money, providers, workers.
+  void status(const http::request& req, const http::responder& respond) {
+    guarded(req, respond, [&](const principal& p) {
+      if (!p.admin()) {
+        respond(error(403, "forbidden", "the cluster's status needs an admin token"));
+        return;
+      }
+      {
+        std::lock_guard guard{view_mtx};
+        if (!status_body.empty() && steady::now() - status_at < std::chrono::seconds{1}) {
+          respond(http::response::json(200, status_body));
+          return;
+        }
+      }
+      queries.inc();
+      auto conn = pool.acquire();
+      auto st = store::queue_status(*conn).as_object();
+      json::object out;
+      json::array stages;
+      int64_t live = 0;
+      for (auto& w : st.at("workers").as_array())
+        live += w.at("state").as_string() == "live";
+      for (auto& s : opts.config->stages) {
+        json::object counts;
+        if (auto* c = st.at("stages").as_object().if_contains(s.name))
+          counts = c->as_object();
+        stages.push_back(json::object{{"name", s.name},
+                                      {"limit", s.max_concurrent * live},
+                                      {"approval", s.approval},
+                                      {"counts", counts}});
+      }
+      out["stages"] = std::move(stages);
+      out["tasks"] = st.at("tasks");
+      out["workers"] = live;
+      if (auto* c = st.if_contains("cost"))
+        out["cost"] = *c;
+      auto prov = conn->exec(
+        "SELECT coalesce(json_agg(json_build_object('name', name, 'running', running, "
+        "'max_concurrent', max_concurrent, 'tokens', round(tokens::numeric, 1), "
+        "'quota_used', quota_used, 'quota_units', quota_units, "
+        "'paused', paused_until IS NOT NULL, 'breaker', breaker_state) ORDER BY name), "
+        "'[]')::text FROM spool_providers_status(0)",
+        {}, "reading providers");
+      out["providers"] = json::parse(prov.text(0, 0));
+      auto body = json::serialize(out);
+      {
+        std::lock_guard guard{view_mtx};
+        status_body = body;
+        status_at = steady::now();
+      }
+      respond(http::response::json(200, std::move(body)));
+    });
+  }
+
   void get_asset(const http::request& req, const http::responder& respond) {
     guarded(req, respond, [&](const principal& p) {
       std::string client{req.param("client")};
@@ -713,52 +850,7 @@ struct service::impl {
         return;
       }
       auto path = asset_dir(client == "_admin" ? "" : client) + "/" + name;
-      std::error_code ec;
-      auto size = std::filesystem::file_size(path, ec);
-      if (ec) {
-        respond(error(404, "not_found", "no such asset"));
-        return;
-      }
-      auto mime = std::string{mime_of_extension(name.substr(65))};
-      auto ranged = parse_range(req.header("Range"), size);
-      if (!ranged.satisfiable) {
-        auto res = error(416, "range_not_satisfiable",
-                         "the asset has " + std::to_string(size) + " bytes");
-        res.headers.emplace_back("Content-Range", "bytes */" + std::to_string(size));
-        respond(std::move(res));
-        return;
-      }
-      if (!ranged.range) {
-        http::response res;
-        res.content_type = mime;
-        res.file = path;
-        res.headers.emplace_back("Accept-Ranges", "bytes");
-        res.headers.emplace_back("Cache-Control", "private, max-age=31536000, immutable");
-        respond(std::move(res));
-        return;
-      }
-      // A range is read into memory, at most 8 MiB of it (a client asking
-      // for more, as players do with "bytes=0-", gets the first 8 MiB and
-      // asks again).
-      auto r = *ranged.range;
-      r.last = std::min<std::uint64_t>(r.last, r.first + (8u << 20) - 1);
-      std::string body(static_cast<std::size_t>(r.last - r.first + 1), '\0');
-      std::ifstream in(path, std::ios::binary);
-      in.seekg(static_cast<std::streamoff>(r.first));
-      in.read(body.data(), static_cast<std::streamsize>(body.size()));
-      if (!in) {
-        respond(error(503, "unavailable", "reading the asset failed"));
-        return;
-      }
-      http::response res;
-      res.status = 206;
-      res.content_type = mime;
-      res.body = std::move(body);
-      res.headers.emplace_back("Accept-Ranges", "bytes");
-      res.headers.emplace_back("Content-Range", "bytes " + std::to_string(r.first) + "-"
-                                                  + std::to_string(r.last) + "/"
-                                                  + std::to_string(size));
-      respond(std::move(res));
+      serve_file(req, respond, path, std::string{mime_of_extension(name.substr(65))});
     });
   }
 
@@ -1000,6 +1092,20 @@ void service::add_routes(http::router& r) {
                  m->context(req, respond, true);
                }));
   }
+  r.on("GET", "/", [](const http::request&) {
+    auto res = http::response::text(200, std::string{status_page_html()});
+    res.content_type = "text/html; charset=utf-8";
+    res.headers.emplace_back("Cache-Control", "no-cache");
+    return res;
+  });
+  r.on_async("GET", "/api/v2/status",
+             counted("GET", [m](const http::request& req, http::responder respond) {
+               m->status(req, respond);
+             }));
+  r.on_async("GET", "/api/v2/jobs/{id}/files/{stage}/{name}",
+             counted("GET", [m](const http::request& req, http::responder respond) {
+               m->job_file(req, respond);
+             }));
   r.on_async("POST", "/api/v2/upload-asset",
              counted("POST", [m](const http::request& req, http::responder respond) {
                m->upload(req, respond);

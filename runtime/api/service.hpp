@@ -23,6 +23,10 @@
 //                                     of the client's later jobs gets
 //   GET/PUT /api/v2/campaigns/{id}    {"brief": {...}, "client_id"}: the same
 //                                     for a campaign
+//   GET   /api/v2/jobs/{id}/files/{stage}/{name}   a file a stage wrote
+//                                     (storyboard frames, the video), ranges
+//   GET   /api/v2/status              stages, tasks, money, providers (admin)
+//   GET   /                           the status page (runtime/api/status_page.hpp)
 //
 // Errors are {"error": {"code", "message", "field"?}} with the HTTP status
 // that fits (400 invalid_request, 401 unauthorized, 404 not_found, 409
@@ -53,6 +57,9 @@ struct service_options {
   std::string database_url;
   /// The pipeline new jobs get (stages, prices for the estimates).
   std::shared_ptr<const config::snapshot> config;
+  /// The data directory stage programs write under (absolute): job files
+  /// are served from <data_dir>/tasks/<id>/<stage>/.
+  std::string data_dir;
   /// Where assets are stored (absolute): <assets_dir>/<client>/<sha256>.<ext>,
   /// uploads arriving in <assets_dir>/.incoming.
   std::string assets_dir;

@@ -4,6 +4,7 @@
 // by an approval, the approval gate through the API, rate limits, revoked
 // tokens, and the open mode on loopback.
 
+#include "tests/support/serve.hpp"
 #include "tests/support/tools.hpp"
 #include "tests/support/worker_fixture.hpp"
 
@@ -35,27 +36,7 @@ std::string api_config(double requests_per_s = 1000, double burst = 1000,
        "executor": {"latency": {"dist": "fixed", "ms": 5}}}]})");
 }
 
-/// A running `spool serve`, with the port it printed.
-struct server {
-  spool_process proc;
-  int port = 0;
-
-  server(const std::string& cfg, const std::map<std::string, std::string>& env)
-    : proc({"serve", "--config", cfg, "--http", "127.0.0.1:0"}, env) {
-    REQUIRE(eventually([&] {
-      auto out = proc.output();
-      auto at = out.find("spool serve: http://127.0.0.1:");
-      if (at == std::string::npos)
-        return false;
-      port = std::stoi(out.substr(at + 30));
-      return true;
-    }));
-  }
-  ~server() {
-    proc.signal(SIGTERM);
-    proc.wait(10);
-  }
-};
+using server = serve_process;
 
 struct reply {
   int status = 0;
