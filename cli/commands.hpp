@@ -193,6 +193,28 @@ struct serve_options {
 /// The client API until SIGINT or SIGTERM.
 int serve(const global_options& g, const serve_options& o);
 
+/// The client API and status page running in this process (spool serve,
+/// and spool demo beside its worker) until stop() or destruction.
+class api_server {
+public:
+  /// Starts listening on `listen`; throws std::invalid_argument for a bad
+  /// address or an open API off loopback, std::runtime_error when it
+  /// cannot listen.
+  api_server(const std::string& database_url, std::shared_ptr<const config::snapshot> cfg,
+             const std::string& listen);
+  ~api_server();
+  api_server(const api_server&) = delete;
+  api_server& operator=(const api_server&) = delete;
+  std::string address() const;
+  /// No API token existed at start: requests need none (loopback only).
+  bool open() const noexcept;
+  void stop();
+
+private:
+  struct parts;
+  std::unique_ptr<parts> p_;
+};
+
 struct token_options {
   std::string client;
   bool admin = false;
@@ -231,6 +253,9 @@ struct demo_options {
   /// Wait for a person to approve (or reject) each video at the approval
   /// gate instead of approving at once.
   bool review = false;
+  /// Where the status page and client API listen: empty for the config's
+  /// api.listen, "off" for nowhere.
+  std::string page;
   /// Empty: the config's data_dir.
   std::string data_dir;
 };

@@ -20,6 +20,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <pthread.h>
 #include <set>
 #include <thread>
@@ -295,7 +296,6 @@ int demo(const global_options& g, const demo_options& o) {
   if (listen != "off" && !listen.ends_with(":0"))
     std::printf("metrics for Prometheus: http://%s/metrics (README, \"Monitoring\")\n",
                 listen.c_str());
-  std::printf("\n");
 
   // The worker's signal thread handles Ctrl-C (drain) and SIGHUP (ignored)
   // for the whole process.
@@ -304,6 +304,21 @@ int demo(const global_options& g, const demo_options& o) {
   for (int s : {SIGINT, SIGTERM, SIGHUP, SIGUSR1})
     sigaddset(&sigs, s);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  // The status page and client API beside the worker: watch the demo and
+  // click its approvals in a browser.
+  std::unique_ptr<api_server> page;
+  if (o.page != "off") {
+    try {
+      page = std::make_unique<api_server>(url, cfg, o.page.empty() ? cfg->api.listen : o.page);
+      std::printf("status page: http://%s/ (%s)\n\n", page->address().c_str(),
+                  o.review ? "approve or reject each video there, or with spool approve ID"
+                           : "videos are approved as they reach the gate; --review to decide");
+    } catch (const std::exception& e) {
+      std::printf("no status page: %s\n\n", e.what());
+    }
+  } else {
+    std::printf("\n");
+  }
   std::atomic<bool> finished{false};
   int worker_code = 1;
   actors::worker_options wo;
@@ -375,6 +390,8 @@ int demo(const global_options& g, const demo_options& o) {
     std::this_thread::sleep_for(tty ? 250ms : 500ms);
   }
   worker.join();
+  if (page)
+    page->stop();
   print_summary(watch, ids_param, *cfg, o.videos);
   if (!o.keep && !o.simulate)
     tidy(data_dir, ids);

@@ -282,6 +282,9 @@ void add_demo_command(CLI::App& app, action& act, const global_options& g) {
   d->add_flag("--review", o->review,
               "Wait for spool approve / spool reject at the approval gate (the storyboard "
               "review before video_gen) instead of approving each video at once");
+  d->add_option("--page", o->page,
+                "Serve the status page and client API on host:port while the demo runs "
+                "(default: the config's api.listen, 127.0.0.1:8080), or off");
   d->add_option("--config", o->config,
                 "Pipeline config: a file, or db for the newest stored version")->capture_default_str();
   d->add_option("--data-dir", o->data_dir, "Where media goes (default: the config's)");

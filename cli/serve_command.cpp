@@ -89,33 +89,32 @@ std::string login() {
 
 } // namespace
 
-int serve(const global_options& g, const serve_options& o) {
-  auto loaded = load_config_source(g, o.config);
-  auto cfg = loaded.config;
-  auto listen = o.http.empty() ? cfg->api.listen : o.http;
+struct api_server::parts {
+  std::unique_ptr<api::service> svc;
+  std::unique_ptr<http::monitoring> mon;
+  std::unique_ptr<http::server> server;
+  std::atomic<bool> stop{false};
+  std::thread follower;
+  bool open = false;
+};
+
+api_server::api_server(const std::string& url, std::shared_ptr<const config::snapshot> cfg,
+                       const std::string& listen)
+  : p_(std::make_unique<parts>()) {
   http::server_options so;
   if (auto problem = http::parse_endpoint(listen, so.listen); !problem.empty())
     throw std::invalid_argument("--http: " + problem + ", got \"" + listen + "\"");
   so.threads = 4;
   so.max_body_bytes = static_cast<std::size_t>(cfg->api.max_request_bytes);
-  auto url = database_url(g, cfg.get());
-  bool tokens = false;
   {
     pg::connection conn{url};
-    tokens = api::any_live_token(conn);
+    p_->open = !api::any_live_token(conn);
   }
   bool local = loopback(so.listen.host);
-  if (!tokens && !local)
+  if (p_->open && !local)
     throw std::invalid_argument("serve: no API token exists, so the API would be open: create "
                                 "one (spool token create --admin) or listen on a loopback "
                                 "address, got " + listen);
-
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  for (int s : {SIGINT, SIGTERM})
-    sigaddset(&sigs, s);
-  pthread_sigmask(SIG_BLOCK, &sigs, nullptr); // before any thread starts
-
   api::service_options ao;
   ao.database_url = url;
   ao.config = cfg;
@@ -126,37 +125,65 @@ int serve(const global_options& g, const serve_options& o) {
   ao.open_without_tokens = local;
   ao.requests_per_s = cfg->api.requests_per_s;
   ao.burst = cfg->api.burst;
-  api::service svc{ao};
+  p_->svc = std::make_unique<api::service>(ao);
+  auto* svc = p_->svc.get();
   http::monitoring_options mo;
   mo.database_url = url;
   mo.config = [cfg] { return cfg; };
-  mo.extra_metrics = [&svc] { return svc.render_metrics(); };
-  http::monitoring mon{mo};
-  so.streamed_body = [&svc](const http::request& req) { return svc.streamed_body(req); };
+  mo.extra_metrics = [svc] { return svc->render_metrics(); };
+  p_->mon = std::make_unique<http::monitoring>(mo);
+  so.streamed_body = [svc](const http::request& req) { return svc->streamed_body(req); };
   http::router routes;
-  svc.add_routes(routes);
-  mon.add_routes(routes);
-  std::atomic<bool> stop{false};
-  std::thread follower{[&] { follow_tasks(url, svc, stop); }};
-  std::unique_ptr<http::server> server;
+  svc->add_routes(routes);
+  p_->mon->add_routes(routes);
+  p_->follower = std::thread{[this, url] { follow_tasks(url, *p_->svc, p_->stop); }};
   try {
-    server = std::make_unique<http::server>(so, routes);
+    p_->server = std::make_unique<http::server>(so, routes);
   } catch (...) {
-    stop = true;
-    follower.join();
+    stop();
     throw;
   }
-  std::printf("spool serve: http://%s/api/v2%s\n", server->address().c_str(),
-              tokens ? "" : " (open: no API token exists yet; loopback only)");
+}
+
+api_server::~api_server() {
+  stop();
+}
+
+std::string api_server::address() const {
+  return p_->server ? p_->server->address() : std::string{};
+}
+
+bool api_server::open() const noexcept {
+  return p_->open;
+}
+
+void api_server::stop() {
+  if (p_->svc)
+    p_->svc->stop(); // long polls answer now
+  if (p_->server)
+    p_->server->stop();
+  p_->stop = true;
+  if (p_->follower.joinable())
+    p_->follower.join();
+}
+
+int serve(const global_options& g, const serve_options& o) {
+  auto loaded = load_config_source(g, o.config);
+  auto cfg = loaded.config;
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  for (int s : {SIGINT, SIGTERM})
+    sigaddset(&sigs, s);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr); // before any thread starts
+  api_server server{database_url(g, cfg.get()), cfg, o.http.empty() ? cfg->api.listen : o.http};
+  std::printf("spool serve: http://%s/api/v2%s\n", server.address().c_str(),
+              server.open() ? " (open: no API token exists yet; loopback only)" : "");
   std::fflush(stdout);
-  spdlog::info("serve: listening on http://{}", server->address());
+  spdlog::info("serve: listening on http://{}", server.address());
   int sig = 0;
   sigwait(&sigs, &sig);
   spdlog::info("serve: got {}: stopping", strsignal(sig));
-  svc.stop(); // long polls answer now
-  server->stop();
-  stop = true;
-  follower.join();
+  server.stop();
   return 0;
 }
 
