@@ -140,6 +140,21 @@ void record(self_ptr self, store::outcome_record rec) {
     self->send(self, flush_atom::value);
 }
 
+/// Logs event `name` of the job running `run`: its task, run, stage,
+/// attempt, provider and this worker, then `extra`; the text is made (by
+/// `text()`) only when the level logs.
+template <class F>
+void job_event(self_ptr self, const store::claimed_run& run, spdlog::level::level_enum level,
+               std::string_view name, std::initializer_list<event_field> extra, F&& text) {
+  if (!spdlog::should_log(level))
+    return;
+  std::vector<event_field> fields{{"task_id", run.task_id},   {"run_id", run.run_id},
+                                  {"stage", run.stage},       {"attempt", run.attempt},
+                                  {"provider", run.provider}, {"worker", self->state.opts.worker_id}};
+  fields.insert(fields.end(), extra.begin(), extra.end());
+  log_event(level, name, fields, text());
+}
+
 /// Counts an attempt that reached an outcome, and logs it as `completed`
 /// when it succeeded.
 void observe(self_ptr self, const job_state& js, const outcome& o, int64_t started_us,
@@ -153,17 +168,11 @@ void observe(self_ptr self, const job_state& js, const outcome& o, int64_t start
     st.opts.metrics->attempt_finished(st.meters, run.stage, run.provider, to_string(o.kind),
                                       seconds, o.cost);
   if (o.kind == outcome_kind::ok)
-    log_event(spdlog::level::info, "completed",
-              {{"task_id", run.task_id},
-               {"run_id", run.run_id},
-               {"stage", run.stage},
-               {"attempt", run.attempt},
-               {"provider", run.provider},
-               {"worker", st.opts.worker_id},
-               {"duration_s", seconds},
-               {"cost", o.cost}},
-              fmt::format("{} task {} attempt {}: completed in {:.3f} s", run.stage,
-                          run.task_id, run.attempt, seconds));
+    job_event(self, run, spdlog::level::info, "completed",
+              {{"duration_s", seconds}, {"cost", o.cost}}, [&] {
+                return fmt::format("{} task {} attempt {}: completed in {:.3f} s", run.stage,
+                                   run.task_id, run.attempt, seconds);
+              });
 }
 
 void handle_outcome(self_ptr self, job_state& js, outcome o, int64_t started_us = 0,
@@ -208,15 +217,9 @@ void handle_outcome(self_ptr self, job_state& js, outcome o, int64_t started_us 
   rec.delay = decision.delay;
   rec.error_class = std::string{to_string(o.kind)};
   rec.message = decision.reason.empty() ? o.message : decision.reason + "; last: " + o.message;
-  auto event = [&](spdlog::level::level_enum level, std::string_view name, std::string text) {
-    log_event(level, name,
-              {{"task_id", run.task_id},
-               {"run_id", run.run_id},
-               {"stage", run.stage},
-               {"attempt", run.attempt},
-               {"provider", run.provider},
-               {"worker", st.opts.worker_id},
-               {"error_class", rec.error_class},
+  auto event = [&](spdlog::level::level_enum level, std::string_view name, auto text) {
+    job_event(self, run, level, name,
+              {{"error_class", rec.error_class},
                {"retry_in_s", static_cast<double>(rec.delay.count()) / 1000},
                {"error", rec.message}},
               text);
@@ -227,28 +230,31 @@ void handle_outcome(self_ptr self, job_state& js, outcome o, int64_t started_us 
       ++st.retried;
       if (st.meters.retries != nullptr)
         st.meters.retries->inc();
-      event(spdlog::level::info, "retry_scheduled",
-            fmt::format("{} task {} attempt {}: {} error, retry in {} ms: {}", run.stage,
-                        run.task_id, run.attempt, rec.error_class, rec.delay.count(),
-                        rec.message));
+      event(spdlog::level::info, "retry_scheduled", [&] {
+        return fmt::format("{} task {} attempt {}: {} error, retry in {} ms: {}", run.stage,
+                           run.task_id, run.attempt, rec.error_class, rec.delay.count(),
+                           rec.message);
+      });
       break;
     case act::snooze:
       rec.kind = store::record_kind::snooze;
       ++st.retried;
       if (st.meters.retries != nullptr)
         st.meters.retries->inc();
-      event(spdlog::level::info, "retry_scheduled",
-            fmt::format("{} task {}: rate limited, snoozed {} ms", run.stage, run.task_id,
-                        rec.delay.count()));
+      event(spdlog::level::info, "retry_scheduled", [&] {
+        return fmt::format("{} task {}: rate limited, snoozed {} ms", run.stage, run.task_id,
+                           rec.delay.count());
+      });
       break;
     case act::fail:
       rec.kind = store::record_kind::fail;
       ++st.failed;
       if (st.meters.failed != nullptr)
         st.meters.failed->inc();
-      event(spdlog::level::warn, "failed",
-            fmt::format("{} task {} attempt {} failed for good ({}): {}", run.stage,
-                        run.task_id, run.attempt, rec.error_class, rec.message));
+      event(spdlog::level::warn, "failed", [&] {
+        return fmt::format("{} task {} attempt {} failed for good ({}): {}", run.stage,
+                           run.task_id, run.attempt, rec.error_class, rec.message);
+      });
       break;
   }
   record(self, std::move(rec));
@@ -272,15 +278,10 @@ void lease_lost(self_ptr self, const job_state& js, std::string_view what) {
   const auto& run = js.job.run;
   if (st.meters.leases_lost != nullptr)
     st.meters.leases_lost->inc();
-  log_event(spdlog::level::warn, "lease_lost",
-            {{"task_id", run.task_id},
-             {"run_id", run.run_id},
-             {"stage", run.stage},
-             {"attempt", run.attempt},
-             {"provider", run.provider},
-             {"worker", st.opts.worker_id}},
-            fmt::format("lease lost: {} task {} attempt {} {}", run.stage, run.task_id,
-                        run.attempt, what));
+  job_event(self, run, spdlog::level::warn, "lease_lost", {}, [&] {
+    return fmt::format("lease lost: {} task {} attempt {} {}", run.stage, run.task_id,
+                       run.attempt, what);
+  });
 }
 
 void dispatch(self_ptr self, store::claimed_run run) {
@@ -316,16 +317,11 @@ void dispatch(self_ptr self, store::claimed_run run) {
   auto timeout = job.timeout;
   if (st.meters.claimed != nullptr)
     st.meters.claimed->inc();
-  log_event(spdlog::level::debug, "claimed",
-            {{"task_id", job.run.task_id},
-             {"run_id", job.run.run_id},
-             {"stage", job.run.stage},
-             {"attempt", job.run.attempt},
-             {"provider", job.run.provider},
-             {"worker", st.opts.worker_id}},
-            fmt::format("{} task {} attempt {}: claimed{}{}", job.run.stage, job.run.task_id,
-                        job.run.attempt, job.run.provider.empty() ? "" : " for ",
-                        job.run.provider));
+  job_event(self, job.run, spdlog::level::debug, "claimed", {}, [&] {
+    return fmt::format("{} task {} attempt {}: claimed{}{}", job.run.stage, job.run.task_id,
+                       job.run.attempt, job.run.provider.empty() ? "" : " for ",
+                       job.run.provider);
+  });
   st.busy[actor.address()] = key;
   self->send(actor, job_atom::value, job);
   st.jobs.insert_or_assign(key, job_state{std::move(job), actor});

@@ -177,6 +177,9 @@ struct run_options {
   std::string http;
   /// Sets http.cluster_metrics.
   bool cluster_metrics = false;
+  /// Also serve the client API and status page on this address (empty:
+  /// not).
+  std::string api;
 };
 int run(const global_options& g, const run_options& o);
 

@@ -206,6 +206,8 @@ void add_run_command(CLI::App& app, action& act, const global_options& g) {
   r->add_flag("--cluster-metrics", o->cluster_metrics,
               "Also serve the cluster-wide metrics from the database (one process per "
               "cluster should)");
+  r->add_option("--api", o->api,
+                "Also serve the client API and status page (as spool serve) on host:port");
   on_run(r, act, [&g, o] { return run(g, *o); });
   auto e = std::make_shared<exporter_options>();
   auto x = app.add_subcommand("exporter", "Serve the cluster-wide metrics (queue depth, task "

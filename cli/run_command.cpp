@@ -9,6 +9,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
+#include <memory>
 #include <pthread.h>
 #include <stdexcept>
 
@@ -48,7 +49,24 @@ int run(const global_options& g, const run_options& o) {
   wo.http_listen = http_listen_override(o.http);
   if (o.cluster_metrics)
     wo.cluster_metrics = true;
-  return actors::run_worker(loaded.config, wo);
+  // The client API inside the worker: its threads start with the signals
+  // blocked (as run_worker's own), so that only the worker's signal thread
+  // gets them.
+  std::unique_ptr<api_server> api;
+  if (!o.api.empty()) {
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    for (int s : {SIGINT, SIGTERM, SIGHUP, SIGUSR1})
+      sigaddset(&sigs, s);
+    pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+    api = std::make_unique<api_server>(wo.database_url, loaded.config, o.api);
+    spdlog::info("client API and status page on http://{}/{}", api->address(),
+                 api->open() ? " (open: no API token exists yet; loopback only)" : "");
+  }
+  int code = actors::run_worker(loaded.config, wo);
+  if (api)
+    api->stop();
+  return code;
 }
 
 int exporter(const global_options& g, const exporter_options& o) {

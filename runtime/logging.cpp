@@ -101,7 +101,7 @@ void setup_logging(const std::string& level, const std::string& format) {
   spdlog::set_default_logger(std::move(logger));
 }
 
-std::string event_members(std::string_view name, std::initializer_list<event_field> fields,
+std::string event_members(std::string_view name, std::span<const event_field> fields,
                           std::string_view text) {
   std::string out;
   out.reserve(64 + text.size() + fields.size() * 24);
@@ -142,7 +142,7 @@ std::string event_members(std::string_view name, std::initializer_list<event_fie
 }
 
 void log_event(spdlog::level::level_enum level, std::string_view name,
-               std::initializer_list<event_field> fields, std::string_view text) {
+               std::span<const event_field> fields, std::string_view text) {
   if (!spdlog::should_log(level))
     return;
   if (json_mode)

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <span>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -47,11 +48,15 @@ struct event_field {
 /// object with "event": name, each field, and "msg": text. Costs nothing
 /// past a level check when the level is off.
 void log_event(spdlog::level::level_enum level, std::string_view name,
-               std::initializer_list<event_field> fields, std::string_view text);
+               std::span<const event_field> fields, std::string_view text);
+inline void log_event(spdlog::level::level_enum level, std::string_view name,
+                      std::initializer_list<event_field> fields, std::string_view text) {
+  log_event(level, name, std::span<const event_field>{fields.begin(), fields.size()}, text);
+}
 
 /// The JSON members of `fields` and the message, as log_event writes them
 /// after the common ones: "event":"name","k":v,...,"msg":"text".
-std::string event_members(std::string_view name, std::initializer_list<event_field> fields,
+std::string event_members(std::string_view name, std::span<const event_field> fields,
                           std::string_view text);
 
 } // namespace spool

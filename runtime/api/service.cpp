@@ -1092,40 +1092,27 @@ void service::add_routes(http::router& r) {
                  m->context(req, respond, true);
                }));
   }
+  // A route answered by one of impl's handlers.
+  auto route = [&r, counted, m](const char* method, const char* path,
+                                void (impl::*fn)(const http::request&, const http::responder&)) {
+    r.on_async(method, path,
+               counted(method, [m, fn](const http::request& req, http::responder respond) {
+                 (m->*fn)(req, respond);
+               }));
+  };
   r.on("GET", "/", [](const http::request&) {
     auto res = http::response::text(200, std::string{status_page_html()});
     res.content_type = "text/html; charset=utf-8";
     res.headers.emplace_back("Cache-Control", "no-cache");
     return res;
   });
-  r.on_async("GET", "/api/v2/status",
-             counted("GET", [m](const http::request& req, http::responder respond) {
-               m->status(req, respond);
-             }));
-  r.on_async("GET", "/api/v2/jobs/{id}/files/{stage}/{name}",
-             counted("GET", [m](const http::request& req, http::responder respond) {
-               m->job_file(req, respond);
-             }));
-  r.on_async("POST", "/api/v2/upload-asset",
-             counted("POST", [m](const http::request& req, http::responder respond) {
-               m->upload(req, respond);
-             }));
-  r.on_async("GET", "/api/v2/assets/{client}/{name}",
-             counted("GET", [m](const http::request& req, http::responder respond) {
-               m->get_asset(req, respond);
-             }));
-  r.on_async("GET", "/api/v2/jobs/{id}",
-             counted("GET", [m](const http::request& req, http::responder respond) {
-               m->get_job(req, respond);
-             }));
-  r.on_async("GET", "/api/v2/jobs",
-             counted("GET", [m](const http::request& req, http::responder respond) {
-               m->list_jobs(req, respond);
-             }));
-  r.on_async("POST", "/api/v2/jobs",
-             counted("POST", [m](const http::request& req, http::responder respond) {
-               m->post_jobs(req, respond);
-             }));
+  route("GET", "/api/v2/status", &impl::status);
+  route("GET", "/api/v2/jobs/{id}/files/{stage}/{name}", &impl::job_file);
+  route("POST", "/api/v2/upload-asset", &impl::upload);
+  route("GET", "/api/v2/assets/{client}/{name}", &impl::get_asset);
+  route("GET", "/api/v2/jobs/{id}", &impl::get_job);
+  route("GET", "/api/v2/jobs", &impl::list_jobs);
+  route("POST", "/api/v2/jobs", &impl::post_jobs);
   r.on_async("POST", "/api/v2/jobs/{id}/approve",
              counted("POST", [m](const http::request& req, http::responder respond) {
                m->change_job(req, respond,

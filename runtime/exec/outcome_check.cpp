@@ -64,16 +64,6 @@ std::string path_text(std::string_view s) {
   return out;
 }
 
-int hex_value(char c) noexcept {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
 /// The code unit of a `\uXXXX` escape starting at `i`, or -1.
 long unicode_escape(std::string_view s, std::size_t i) noexcept {
   if (i + 6 > s.size() || s[i] != '\\' || s[i + 1] != 'u')

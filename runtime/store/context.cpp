@@ -34,6 +34,14 @@ std::optional<json::value> read_one(pg::connection& conn, const char* sql,
   return json::parse(r.text(0, 0));
 }
 
+/// Throws std::invalid_argument naming `field` when `id` is not a client
+/// or campaign id.
+void check_id(const char* field, const std::string& id) {
+  if (!valid_channel_id(id))
+    throw std::invalid_argument(std::string{field}
+                                + ": 1-128 letters, digits and _ - . : @, got " + quote(id));
+}
+
 } // namespace
 
 std::string check_context_fields(const json::value& v, const std::string& what) {
@@ -60,9 +68,7 @@ std::string check_context_fields(const json::value& v, const std::string& what) 
 
 void set_brand(pg::connection& conn, const std::string& client_id, const json::value& v,
                const std::string& by) {
-  if (!valid_channel_id(client_id))
-    throw std::invalid_argument("client: 1-128 letters, digits and _ - . : @, got "
-                                + quote(client_id));
+  check_id("client", client_id);
   if (auto p = check_context_fields(v, "guidelines"); !p.empty())
     throw std::invalid_argument(p);
   conn.query("INSERT INTO spool_brands (client_id, guidelines, updated_by) VALUES ($1, $2, $3) "
@@ -81,12 +87,9 @@ std::optional<json::value> brand(pg::connection& conn, const std::string& client
 
 void set_campaign(pg::connection& conn, const std::string& campaign_id,
                   const std::string& client_id, const json::value& v, const std::string& by) {
-  if (!valid_channel_id(campaign_id))
-    throw std::invalid_argument("campaign: 1-128 letters, digits and _ - . : @, got "
-                                + quote(campaign_id));
-  if (!client_id.empty() && !valid_channel_id(client_id))
-    throw std::invalid_argument("client: 1-128 letters, digits and _ - . : @, got "
-                                + quote(client_id));
+  check_id("campaign", campaign_id);
+  if (!client_id.empty())
+    check_id("client", client_id);
   if (auto p = check_context_fields(v, "brief"); !p.empty())
     throw std::invalid_argument(p);
   conn.query("INSERT INTO spool_campaigns (campaign_id, client_id, brief, updated_by) "

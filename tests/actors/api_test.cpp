@@ -435,3 +435,31 @@ TEST_CASE_METHOD(worker_fixture,
   CHECK(none.at("brand").is_null());
   CHECK(none.at("prompt_context").as_string() == "");
 }
+
+TEST_CASE_METHOD(worker_fixture, "the client API can run inside a worker (spool run --api)",
+                 "[db][api]") {
+  auto cfg = temp_file(R"({"worker": {"idle_poll_s": 0.2, "heartbeat_interval_s": 0.5,
+    "rescue_interval_s": 0.5, "shutdown_grace_s": 5, "lease_s": 3},
+    "stages": [{"name": "a", "executor": {"latency": {"dist": "fixed", "ms": 5}}}]})");
+  spool_process w{{"run", "--config", cfg, "--api", "127.0.0.1:0"}, env};
+  int port = 0;
+  REQUIRE(eventually([&] {
+    auto out = w.output();
+    const std::string marker = "client API and status page on http://127.0.0.1:";
+    auto at = out.find(marker);
+    if (at == std::string::npos)
+      return false;
+    port = std::stoi(out.substr(at + marker.size()));
+    return true;
+  }));
+  auto job = call(port, "POST", "/api/v2/jobs", "", R"({"channel_id": "UCin"})");
+  REQUIRE(job.status == 201);
+  auto id = std::to_string(job.body.at("id").as_int64());
+  CHECK(eventually([&] {
+    return call(port, "GET", "/api/v2/jobs/" + id, "").body.at("state").as_string()
+           == "completed";
+  }));
+  CHECK(call(port, "GET", "/", "").status == 200);
+  w.signal(SIGTERM);
+  CHECK(w.wait(30) == 0);
+}
