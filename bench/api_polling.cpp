@@ -12,6 +12,7 @@
 //   ./dev.sh bench api_polling [seconds per phase]   (default 30)
 
 #include "bench/bench_support.hpp"
+#include "tests/support/serve.hpp"
 #include "tests/support/test_db.hpp"
 #include "tests/support/tools.hpp"
 #include "tests/support/wait.hpp"
@@ -63,22 +64,8 @@ int main(int argc, char** argv) {
       {"name": "c", "after": ["b"], "executor": {"latency": {"dist": "uniform", "min_ms": 1000, "max_ms": 4000}}},
       {"name": "d", "after": ["c"], "executor": {"latency": {"dist": "uniform", "min_ms": 1000, "max_ms": 4000}}},
       {"name": "e", "after": ["d"], "executor": {"latency": {"dist": "uniform", "min_ms": 1000, "max_ms": 4000}}}]})");
-  test::spool_process serve{{"--log-level", "warn", "serve", "--config", cfg, "--http",
-                             "127.0.0.1:0"},
-                            env};
-  int port = 0;
-  test::eventually([&] {
-    auto out = serve.output();
-    auto at = out.find("spool serve: http://127.0.0.1:");
-    if (at == std::string::npos)
-      return false;
-    port = std::stoi(out.substr(at + 30));
-    return true;
-  });
-  if (port == 0) {
-    bench::error("spool serve did not start:\n%s", serve.output().c_str());
-    return bench::exit_status();
-  }
+  test::serve_process serve{cfg, env, {"--log-level", "warn"}};
+  int port = serve.port;
   test::spool_process worker{{"--log-level", "warn", "run", "--config", cfg}, env};
 
   std::mutex ids_mtx;
@@ -169,10 +156,10 @@ int main(int argc, char** argv) {
   stop = true;
   keeper.join();
   worker.signal(SIGTERM);
-  serve.signal(SIGTERM);
+  serve.proc.signal(SIGTERM);
   if (worker.wait(60) != 0)
     bench::error("the worker did not drain cleanly");
-  if (serve.wait(30) != 0)
+  if (serve.proc.wait(30) != 0)
     bench::error("spool serve did not stop cleanly");
   return bench::exit_status();
 }

@@ -193,6 +193,10 @@ struct serve_options {
   /// Overrides api.listen.
   std::string http;
 };
+/// Who runs this command, as recorded with what it decides or sets:
+/// "cli:<login>".
+std::string cli_user();
+
 /// The client API until SIGINT or SIGTERM.
 int serve(const global_options& g, const serve_options& o);
 

@@ -9,10 +9,8 @@
 
 #include <fstream>
 #include <iostream>
-#include <pwd.h>
 #include <sstream>
 #include <stdexcept>
-#include <unistd.h>
 
 namespace spool::cli {
 
@@ -39,15 +37,6 @@ boost::json::value fields_of(const context_options& o) {
   return v;
 }
 
-std::string who() {
-  const char* u = std::getenv("USER");
-  if (u == nullptr || *u == '\0') {
-    const passwd* pw = ::getpwuid(::getuid());
-    u = pw != nullptr ? pw->pw_name : "unknown";
-  }
-  return std::string{"cli:"} + u;
-}
-
 int show(const std::optional<boost::json::value>& v, const std::string& what) {
   if (!v) {
     std::cerr << "spool: no " << what << "\n";
@@ -62,7 +51,7 @@ int show(const std::optional<boost::json::value>& v, const std::string& what) {
 int brand_set(const global_options& g, const context_options& o) {
   auto v = fields_of(o);
   pg::connection conn{database_url(g)};
-  store::set_brand(conn, o.id, v, who());
+  store::set_brand(conn, o.id, v, cli_user());
   std::cout << "brand guidelines of " << o.id << " set: tasks enqueued from now on carry them\n";
   return 0;
 }
@@ -75,7 +64,7 @@ int brand_show(const global_options& g, const std::string& client) {
 int campaign_set(const global_options& g, const context_options& o) {
   auto v = fields_of(o);
   pg::connection conn{database_url(g)};
-  store::set_campaign(conn, o.id, o.client, v, who());
+  store::set_campaign(conn, o.id, o.client, v, cli_user());
   std::cout << "brief of campaign " << o.id << " set: tasks enqueued from now on carry it\n";
   return 0;
 }

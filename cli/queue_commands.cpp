@@ -323,9 +323,6 @@ int cancel(const global_options& g, int64_t id) {
   return 0;
 }
 
-namespace {
-
-/// Who decides, as recorded with the decision: cli:<login>.
 std::string cli_user() {
   const char* u = std::getenv("USER");
   if (u == nullptr || *u == '\0') {
@@ -334,6 +331,8 @@ std::string cli_user() {
   }
   return std::string{"cli:"} + u;
 }
+
+namespace {
 
 /// Prints the outcome of an approval decision; the exit code.
 int decision_result(int64_t id, const std::string& result, const char* done) {

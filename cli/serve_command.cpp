@@ -78,14 +78,6 @@ void follow_tasks(const std::string& url, api::service& svc, const std::atomic<b
   }
 }
 
-std::string login() {
-  const char* u = std::getenv("USER");
-  if (u == nullptr || *u == '\0') {
-    const passwd* pw = ::getpwuid(::getuid());
-    u = pw != nullptr ? pw->pw_name : "unknown";
-  }
-  return u;
-}
 
 } // namespace
 
@@ -192,7 +184,7 @@ int token_create(const global_options& g, const token_options& o) {
     throw std::invalid_argument("token create: give --client ID or --admin");
   pg::connection conn{database_url(g)};
   auto t = api::create_token(conn, o.admin ? std::nullopt : std::optional{o.client}, o.name,
-                             "cli:" + login());
+                             cli_user());
   std::printf("%s\n", t.token.c_str());
   std::fprintf(stderr, "token %lld for %s: keep it now, it is not shown again\n",
                static_cast<long long>(t.id), o.admin ? "admin" : ("client " + o.client).c_str());

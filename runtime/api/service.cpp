@@ -1113,34 +1113,30 @@ void service::add_routes(http::router& r) {
   route("GET", "/api/v2/jobs/{id}", &impl::get_job);
   route("GET", "/api/v2/jobs", &impl::list_jobs);
   route("POST", "/api/v2/jobs", &impl::post_jobs);
-  r.on_async("POST", "/api/v2/jobs/{id}/approve",
-             counted("POST", [m](const http::request& req, http::responder respond) {
-               m->change_job(req, respond,
-                             [m](int64_t id, const json::object& o,
+  // approve {"note"} and reject {"reason"}: one text field, then the gate.
+  using decide_fn = std::string (store::store::*)(int64_t, std::string_view, std::string_view);
+  auto decision = [&r, counted, m](const char* path, const char* field, bool required,
+                                   decide_fn decide) {
+    r.on_async("POST", path,
+               counted("POST", [m, field, required, decide](const http::request& req,
+                                                            http::responder respond) {
+                 m->change_job(req, respond,
+                               [m, field, required, decide](
+                                 int64_t id, const json::object& o,
                                  const std::string& who) -> std::optional<http::response> {
-                               std::string note;
-                               if (auto e = impl::only_keys(o, {"note"}))
-                                 return e;
-                               if (auto e = impl::text_field(o, "note", false, note))
-                                 return e;
-                               auto conn = m->pool.acquire();
-                               return impl::decided(store::store{*conn}.approve(id, who, note));
-                             });
-             }));
-  r.on_async("POST", "/api/v2/jobs/{id}/reject",
-             counted("POST", [m](const http::request& req, http::responder respond) {
-               m->change_job(req, respond,
-                             [m](int64_t id, const json::object& o,
-                                 const std::string& who) -> std::optional<http::response> {
-                               std::string reason;
-                               if (auto e = impl::only_keys(o, {"reason"}))
-                                 return e;
-                               if (auto e = impl::text_field(o, "reason", true, reason))
-                                 return e;
-                               auto conn = m->pool.acquire();
-                               return impl::decided(store::store{*conn}.reject(id, who, reason));
-                             });
-             }));
+                                 std::string text;
+                                 if (auto e = impl::only_keys(o, {field}))
+                                   return e;
+                                 if (auto e = impl::text_field(o, field, required, text))
+                                   return e;
+                                 auto conn = m->pool.acquire();
+                                 store::store st{*conn};
+                                 return impl::decided((st.*decide)(id, who, text));
+                               });
+               }));
+  };
+  decision("/api/v2/jobs/{id}/approve", "note", false, &store::store::approve);
+  decision("/api/v2/jobs/{id}/reject", "reason", true, &store::store::reject);
   r.on_async("POST", "/api/v2/jobs/{id}/cancel",
              counted("POST", [m](const http::request& req, http::responder respond) {
                m->change_job(req, respond,
