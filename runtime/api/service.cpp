@@ -88,14 +88,15 @@ const std::set<std::string, std::less<>>& task_states() {
   return s;
 }
 
-/// The body of a POST or PATCH as a JSON object (an empty body: {}).
-std::optional<json::value> parse_body(const http::request& req, http::response& err) {
+/// The body of a POST, PUT or PATCH as JSON (an empty body: {}); nullopt
+/// after answering 400 when it is not JSON.
+std::optional<json::value> parse_body(const http::request& req, const http::responder& respond) {
   if (req.body.empty())
     return json::value(json::object{});
   json::error_code ec;
   auto v = json::parse(req.body, ec);
   if (ec) {
-    err = error(400, "invalid_request", "the body is not JSON: " + ec.message());
+    respond(error(400, "invalid_request", "the body is not JSON: " + ec.message()));
     return std::nullopt;
   }
   return v;
@@ -528,12 +529,9 @@ struct service::impl {
 
   void post_jobs(const http::request& req, const http::responder& respond) {
     guarded(req, respond, [&](const principal& p) {
-      http::response err;
-      auto body = parse_body(req, err);
-      if (!body) {
-        respond(std::move(err));
+      auto body = parse_body(req, respond);
+      if (!body)
         return;
-      }
       bool many = body->is_array() || (body->is_object() && body->as_object().contains("jobs"));
       json::array items;
       if (body->is_array()) {
@@ -876,12 +874,9 @@ struct service::impl {
         respond(current ? ok_json(200, *current) : error(404, "not_found", what));
         return;
       }
-      http::response err;
-      auto body = parse_body(req, err);
-      if (!body) {
-        respond(std::move(err));
+      auto body = parse_body(req, respond);
+      if (!body)
         return;
-      }
       auto field = is_campaign ? "brief" : "guidelines";
       if (!body->is_object() || !body->as_object().contains(field)) {
         respond(error(400, "invalid_request", std::string{"send {\""} + field + "\": {...}}",
@@ -947,12 +942,9 @@ struct service::impl {
         respond(error(404, "not_found", "no job " + std::to_string(*id)));
         return;
       }
-      http::response err;
-      auto body = parse_body(req, err);
-      if (!body) {
-        respond(std::move(err));
+      auto body = parse_body(req, respond);
+      if (!body)
         return;
-      }
       if (!body->is_object()) {
         respond(error(400, "invalid_request", "the body is a JSON object"));
         return;
