@@ -207,8 +207,10 @@ public:
   /// Starts listening on `listen`; throws std::invalid_argument for a bad
   /// address or an open API off loopback, std::runtime_error when it
   /// cannot listen.
+  /// `data_dir`: where stage programs write (job files are served from
+  /// it); empty for the config's.
   api_server(const std::string& database_url, std::shared_ptr<const config::snapshot> cfg,
-             const std::string& listen);
+             const std::string& listen, const std::string& data_dir = {});
   ~api_server();
   api_server(const api_server&) = delete;
   api_server& operator=(const api_server&) = delete;

@@ -309,7 +309,8 @@ int demo(const global_options& g, const demo_options& o) {
   std::unique_ptr<api_server> page;
   if (o.page != "off") {
     try {
-      page = std::make_unique<api_server>(url, cfg, o.page.empty() ? cfg->api.listen : o.page);
+      page = std::make_unique<api_server>(url, cfg, o.page.empty() ? cfg->api.listen : o.page,
+                                          data_dir);
       std::printf("status page: http://%s/ (%s)\n\n", page->address().c_str(),
                   o.review ? "approve or reject each video there, or with spool approve ID"
                            : "videos are approved as they reach the gate; --review to decide");

@@ -91,7 +91,7 @@ struct api_server::parts {
 };
 
 api_server::api_server(const std::string& url, std::shared_ptr<const config::snapshot> cfg,
-                       const std::string& listen)
+                       const std::string& listen, const std::string& data_dir)
   : p_(std::make_unique<parts>()) {
   http::server_options so;
   if (auto problem = http::parse_endpoint(listen, so.listen); !problem.empty())
@@ -110,7 +110,7 @@ api_server::api_server(const std::string& url, std::shared_ptr<const config::sna
   api::service_options ao;
   ao.database_url = url;
   ao.config = cfg;
-  ao.data_dir = data_dir_for(*cfg);
+  ao.data_dir = data_dir.empty() ? data_dir_for(*cfg) : data_dir;
   ao.assets_dir = ao.data_dir + "/assets";
   std::filesystem::create_directories(ao.assets_dir + "/.incoming");
   so.spool_dir = ao.assets_dir + "/.incoming";
@@ -124,7 +124,9 @@ api_server::api_server(const std::string& url, std::shared_ptr<const config::sna
   mo.config = [cfg] { return cfg; };
   mo.extra_metrics = [svc] { return svc->render_metrics(); };
   p_->mon = std::make_unique<http::monitoring>(mo);
-  so.streamed_body = [svc](const http::request& req) { return svc->streamed_body(req); };
+  so.streamed_body = [svc](const http::request& req, std::optional<http::response>& refuse) {
+    return svc->streamed_body(req, refuse);
+  };
   http::router routes;
   svc->add_routes(routes);
   p_->mon->add_routes(routes);

@@ -1045,10 +1045,20 @@ void service::task_changed(const std::vector<int64_t>& ids) {
   impl_->wait_cv.notify_all();
 }
 
-std::optional<std::size_t> service::streamed_body(const http::request& req) const {
-  if (req.method == "POST" && req.path == "/api/v2/upload-asset")
-    return max_asset_bytes;
-  return std::nullopt;
+std::optional<std::size_t> service::streamed_body(const http::request& req,
+                                                  std::optional<http::response>& refuse) const {
+  if (req.method != "POST" || req.path != "/api/v2/upload-asset")
+    return std::nullopt;
+  http::response err;
+  try {
+    if (!impl_->authenticate(req, err)) {
+      impl_->requests.with({"POST", std::to_string(err.status)}).inc();
+      refuse = std::move(err);
+    }
+  } catch (const pg::error&) {
+    refuse = error(503, "unavailable", "the database did not answer; try again");
+  }
+  return max_asset_bytes;
 }
 
 std::string service::render_metrics() const {
@@ -1092,6 +1102,11 @@ void service::add_routes(http::router& r) {
                  (m->*fn)(req, respond);
                }));
   };
+  r.otherwise([](const http::request& req) {
+    return req.path.starts_with("/api/")
+             ? error(404, "not_found", "no such endpoint: " + req.method + " " + req.path)
+             : http::response::text(404, "not found: " + req.path + "\n");
+  });
   r.on("GET", "/", [](const http::request&) {
     auto res = http::response::text(200, std::string{status_page_html()});
     res.content_type = "text/html; charset=utf-8";

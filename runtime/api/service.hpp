@@ -93,8 +93,11 @@ public:
   void add_routes(http::router& r);
 
   /// For http::server_options::streamed_body: the most bytes the body of
-  /// `req` may have when it is an upload (streamed to assets_dir/.incoming).
-  std::optional<std::size_t> streamed_body(const http::request& req) const;
+  /// `req` may have when it is an upload (streamed to assets_dir/.incoming);
+  /// an upload without a valid token (or over its rate) is refused before
+  /// a byte of it is stored.
+  std::optional<std::size_t> streamed_body(const http::request& req,
+                                           std::optional<http::response>& refuse) const;
 
   /// Tasks that changed (NOTIFY spool_task); empty: every task (a missed
   /// notification, a '*' payload).

@@ -189,6 +189,11 @@ router& router::on_async(std::string method, std::string path, async_handler h) 
   return *this;
 }
 
+router& router::otherwise(handler h) {
+  otherwise_ = std::move(h);
+  return *this;
+}
+
 void router::operator()(const request& req, responder respond) const {
   auto path = split_path(req.path);
   std::string allow;
@@ -210,7 +215,7 @@ void router::operator()(const request& req, responder respond) const {
     allow += r.method;
   }
   if (allow.empty()) {
-    respond(response::text(404, "not found: " + req.path + "\n"));
+    respond(otherwise_ ? otherwise_(req) : response::text(404, "not found: " + req.path + "\n"));
     return;
   }
   auto res = response::text(405, "method " + req.method + " not allowed on " + req.path
@@ -304,8 +309,14 @@ private:
     keep_alive_ = h.keep_alive();
     version_ = h.version();
     std::optional<std::size_t> streamed;
-    if (settings_->opts.streamed_body)
-      streamed = settings_->opts.streamed_body(req_);
+    if (settings_->opts.streamed_body) {
+      std::optional<response> refuse;
+      streamed = settings_->opts.streamed_body(req_, refuse);
+      if (refuse) {
+        reply(std::move(*refuse), false, version_); // the body is never read
+        return;
+      }
+    }
     std::size_t limit = streamed ? *streamed : settings_->opts.max_body_bytes;
     if (auto len = header_->content_length(); len && *len > limit) {
       // Refused before a byte of the body is read (or stored).

@@ -89,8 +89,10 @@ struct server_options {
   /// Requests whose body streams to a file instead of memory (uploads):
   /// given the request without its body, the most bytes its body may have,
   /// or nullopt for an ordinary request. A larger body is refused with 413
-  /// and nothing of it stays on disk.
-  std::function<std::optional<std::size_t>(const request&)> streamed_body;
+  /// and nothing of it stays on disk. It may also set `refuse` to answer at
+  /// once, before any of the body is read (an upload without a valid token).
+  std::function<std::optional<std::size_t>(const request&, std::optional<response>& refuse)>
+    streamed_body;
   /// Where streamed bodies are written (the same file system as where the
   /// handler moves them, so the move is a rename).
   std::string spool_dir = "/tmp";
@@ -134,6 +136,8 @@ class router {
 public:
   router& on(std::string method, std::string path, handler h);
   router& on_async(std::string method, std::string path, async_handler h);
+  /// Answers paths no route knows (default: a plain 404).
+  router& otherwise(handler h);
   void operator()(const request& req, responder respond) const;
   /// For synchronous use (every route synchronous); throws std::logic_error
   /// when the route answers asynchronously.
@@ -146,6 +150,7 @@ private:
     async_handler h;
   };
   std::vector<route> routes_;
+  handler otherwise_;
 };
 
 } // namespace spool::http

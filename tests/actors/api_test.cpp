@@ -325,6 +325,12 @@ TEST_CASE_METHOD(worker_fixture,
   std::string max = png_magic + std::string((50u << 20) - png_magic.size(), 'x');
   REQUIRE(max.size() == 52428800);
 
+  // Without a token the upload is refused before a byte is stored.
+  auto anonymous = call(s.port, "POST", "/api/v2/upload-asset", "", max, {}, 60);
+  CHECK(anonymous.status == 401);
+  CHECK(stored() == 0);
+  CHECK(call(s.port, "GET", "/api/v2/nothing", acme).body.at("error").at("code").as_string()
+        == "not_found");
   // One byte over, announced (Content-Length) and streamed (chunked).
   auto over = max + "x";
   CHECK(call(s.port, "POST", "/api/v2/upload-asset", acme, over, {}, 60).status == 413);
