@@ -64,6 +64,7 @@ struct pool_state {
   uint64_t poll_generation = 0;
   uint64_t ok = 0, failed = 0, retried = 0;
   worker_metrics::stage_meters meters; // all null without metrics
+  std::map<std::string, worker_metrics::provider_meters> provider_meters; // by provider
   std::mt19937_64 rng{std::random_device{}()};
   static inline const char* name = "stage_pool";
 };
@@ -164,9 +165,15 @@ void observe(self_ptr self, const job_state& js, const outcome& o, int64_t start
   double seconds = started_us > 0 && finished_us >= started_us
                      ? static_cast<double>(finished_us - started_us) / 1e6
                      : 0;
-  if (st.opts.metrics)
-    st.opts.metrics->attempt_finished(st.meters, run.stage, run.provider, to_string(o.kind),
+  if (st.opts.metrics) {
+    auto pm = st.provider_meters.find(run.provider);
+    if (pm == st.provider_meters.end())
+      pm = st.provider_meters
+             .emplace(run.provider, st.opts.metrics->provider(run.stage, run.provider))
+             .first;
+    st.opts.metrics->attempt_finished(st.meters, pm->second, run.stage, to_string(o.kind),
                                       seconds, o.cost);
+  }
   if (o.kind == outcome_kind::ok)
     job_event(self, run, spdlog::level::info, "completed",
               {{"duration_s", seconds}, {"cost", o.cost}}, [&] {

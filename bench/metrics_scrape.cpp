@@ -152,10 +152,10 @@ int main(int argc, char** argv) {
     for (int s = 0; s < 20; ++s) {
       auto stage = "stage_" + std::to_string(s);
       auto meters = m.stage(stage);
+      auto provider = m.provider(stage, "provider_" + std::to_string(s / 2));
       for (const char* k : kinds)
         for (int i = 0; i < 10; ++i)
-          m.attempt_finished(meters, stage, "provider_" + std::to_string(s / 2), k,
-                             0.001 * (i + 1) * (s + 1), 0.01);
+          m.attempt_finished(meters, provider, stage, k, 0.001 * (i + 1) * (s + 1), 0.01);
       meters.claim_duration->observe(0.002);
     }
     m.recorded(0.003);

@@ -96,24 +96,31 @@ worker_metrics::stage_meters worker_metrics::stage(const std::string& name) {
   m.in_flight = &in_flight_.with({name});
   m.pool_size = &pool_size_.with({name});
   m.claim_duration = &claim_duration_.with({name});
-  outcomes_.with({name, "ok"}); // a stage with no outcome yet reads 0, not absent
+  m.ok = &outcomes_.with({name, "ok"}); // a stage with no outcome yet reads 0, not absent
   return m;
 }
 
-void worker_metrics::attempt_finished(const stage_meters& m, const std::string& stage,
-                                      const std::string& provider, std::string_view kind,
+worker_metrics::provider_meters worker_metrics::provider(const std::string& stage,
+                                                         const std::string& provider) {
+  const std::string p = provider.empty() ? "none" : provider;
+  return {&calls_.with({p}), &api_errors_.with({p}), &cost_.with({stage, p})};
+}
+
+void worker_metrics::attempt_finished(const stage_meters& m, const provider_meters& p,
+                                      const std::string& stage, std::string_view kind,
                                       double seconds, double cost) {
-  const std::string& p = provider.empty() ? std::string{"none"} : provider;
   if (m.duration != nullptr)
     m.duration->observe(seconds);
   if (m.video_gen != nullptr)
     m.video_gen->observe(seconds);
-  outcomes_.with({stage, std::string{kind}}).inc();
-  calls_.with({p}).inc();
+  if (kind == "ok" && m.ok != nullptr)
+    m.ok->inc();
+  else
+    outcomes_.with({stage, std::string{kind}}).inc();
+  p.calls->inc();
   if (kind != "ok")
-    api_errors_.with({p}).inc();
-  if (cost > 0)
-    cost_.with({stage, p}).inc(cost);
+    p.errors->inc();
+  p.cost->inc(cost); // ignores 0
 }
 
 void worker_metrics::rescued(const std::string& reason, double n) {

@@ -35,15 +35,24 @@ public:
     metrics::gauge* in_flight = nullptr;          // spool_in_flight
     metrics::gauge* pool_size = nullptr;          // spool_pool_size
     metrics::histogram* claim_duration = nullptr; // spool_claim_duration_seconds
+    metrics::counter* ok = nullptr;               // spool_outcomes_total{kind="ok"}
   };
   stage_meters stage(const std::string& name);
 
-  /// An attempt of `stage` run by `provider` ("" when the stage has none)
-  /// ended with `kind` (outcome_kind as text) after `seconds`, charging
-  /// `cost` USD. Takes the families' locks: call it once per outcome, not
-  /// in a loop over many.
-  void attempt_finished(const stage_meters& m, const std::string& stage,
-                        const std::string& provider, std::string_view kind, double seconds,
+  /// The series of the attempts of one stage run by one provider ("" when
+  /// the stage has none: labelled "none").
+  struct provider_meters {
+    metrics::counter* calls = nullptr;  // spool_provider_calls_total
+    metrics::counter* errors = nullptr; // replicate_api_errors_total
+    metrics::counter* cost = nullptr;   // cost_actual_dollars{stage, provider}
+  };
+  provider_meters provider(const std::string& stage, const std::string& provider);
+
+  /// An attempt of `stage` ended with `kind` (outcome_kind as text) after
+  /// `seconds`, charging `cost` USD. Lock-free for an ok outcome through
+  /// resolved series; an error outcome takes its family's lock.
+  void attempt_finished(const stage_meters& m, const provider_meters& p,
+                        const std::string& stage, std::string_view kind, double seconds,
                         double cost);
 
   /// Runs rescued by this worker's maintenance: reason "lease_expired" or

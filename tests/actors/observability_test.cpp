@@ -165,7 +165,7 @@ TEST_CASE_METHOD(worker_fixture,
   CHECK(sample(text, "spool_provider_calls_total{provider=\"kling\"}") == 12);
   CHECK(sample(text, "cost_actual_dollars{stage=\"video_gen\",provider=\"kling\"}")
         == Approx(3.0));
-  CHECK(std::isnan(sample(text, "replicate_api_errors_total{provider=\"kling\"}")));
+  CHECK(sample(text, "replicate_api_errors_total{provider=\"kling\"}") == 0);
   CHECK(sample(text, "spool_in_flight{stage=\"video_gen\"}") == 0);
   CHECK(sample(text, "spool_pool_size{stage=\"video_gen\"}") == 4);
   CHECK(sample(text, "spool_worker_draining") == 0);
